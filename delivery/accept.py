@@ -1,0 +1,161 @@
+"""Accepting a message: the one function behind SMTP submission and the REST API.
+
+Its contract is DESIGN invariant 1: when it returns, the message and every recipient are
+committed; when it raises AcceptError nothing was written. It never waits on the
+recipients' DNS (invariant 6).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import formatdate, getaddresses, make_msgid
+
+from django.conf import settings
+from django.db import transaction
+
+from delivery.models import Event, EventType, Message, Recipient, Source
+from domains.models import Domain, Tenant
+from domains.names import InvalidDomain, domain_of
+
+log = logging.getLogger(__name__)
+
+LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
+
+
+@dataclass
+class AcceptError(Exception):
+    """Why a message (or one command of it) is refused, as SMTP would say it."""
+
+    code: int
+    enhanced: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.enhanced} {self.text}"
+
+
+@dataclass(frozen=True)
+class Sender:
+    """The authenticated side of a submission: a tenant, maybe limited to some domains."""
+
+    tenant_id: int
+    domain_ids: frozenset[int] = field(default_factory=frozenset)
+
+
+def normalize_line_endings(raw: bytes) -> bytes:
+    """CRLF everywhere, ending with one: what we sign is what we send."""
+    data = LINE_ENDINGS.sub(b"\r\n", raw)
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
+def check_tenant(sender: Sender) -> Tenant:
+    tenant = Tenant.objects.get(pk=sender.tenant_id)
+    if tenant.suspended:
+        raise AcceptError(550, "5.7.1", "Sending is suspended for this account; contact support.")
+    return tenant
+
+
+def check_sender_domain(sender: Sender, address: str, *, what: str) -> Domain:
+    """The tenant's verified domain that ``address`` is on, or AcceptError 553 5.7.1."""
+    try:
+        name = domain_of(address)
+    except InvalidDomain:
+        raise AcceptError(553, "5.1.7", f"{what} {address!r} is not a valid address") from None
+    domain = Domain.objects.verified().filter(tenant_id=sender.tenant_id, name=name).first()
+    if domain is None:
+        raise AcceptError(
+            553, "5.7.1", f"{what} domain {name} is not a verified sending domain of your account"
+        )
+    if sender.domain_ids and domain.pk not in sender.domain_ids:
+        raise AcceptError(553, "5.7.1", f"This login may not send as {name}")
+    return domain
+
+
+def check_recipient(address: str) -> str:
+    """The ASCII domain of a recipient address, or AcceptError 501/553."""
+    local, at, _ = address.rpartition("@")
+    if not at or not local:
+        raise AcceptError(501, "5.1.3", f"{address!r} is not a valid recipient address")
+    try:
+        return domain_of(address)
+    except InvalidDomain:
+        raise AcceptError(553, "5.1.2", f"The domain of {address!r} is not valid") from None
+
+
+def _complete_headers(data: bytes, domain: Domain) -> tuple[bytes, object]:
+    """Add Date and Message-ID when the sender left them out; return data and headers."""
+    headers = BytesHeaderParser(policy=compat32).parsebytes(data)
+    added = b""
+    if headers.get("Date") is None:
+        added += f"Date: {formatdate(localtime=False, usegmt=True)}\r\n".encode()
+    if headers.get("Message-ID") is None:
+        added += f"Message-ID: {make_msgid(domain=domain.name)}\r\n".encode()
+    if added:
+        data = added + data
+        headers = BytesHeaderParser(policy=compat32).parsebytes(data)
+    return data, headers
+
+
+def accept_message(
+    *, sender: Sender, mail_from: str, recipients: list[str], raw: bytes, source: Source
+) -> Message:
+    """Store a message for delivery to ``recipients``; raise AcceptError to refuse it whole."""
+    check_tenant(sender)
+    if len(raw) > settings.SENDMSG_MESSAGE_SIZE_LIMIT:
+        raise AcceptError(552, "5.3.4", "Message too big for this platform")
+    if not recipients:
+        raise AcceptError(554, "5.5.1", "No valid recipients")
+    if len(recipients) > settings.SENDMSG_MAX_RECIPIENTS:
+        raise AcceptError(452, "4.5.3", "Too many recipients; send the rest in another message")
+    domain = check_sender_domain(sender, mail_from, what="Sender")
+    rcpt_domains = [check_recipient(address) for address in recipients]
+
+    data, headers = _complete_headers(normalize_line_endings(raw), domain)
+    from_addresses = [addr for _, addr in getaddresses(headers.get_all("From", [])) if addr]
+    if len(from_addresses) != 1:
+        raise AcceptError(550, "5.6.0", "The message needs exactly one From: address")
+    check_sender_domain(sender, from_addresses[0], what="From:")
+
+    with transaction.atomic():
+        message = Message.objects.create(
+            tenant_id=sender.tenant_id,
+            domain=domain,
+            source=source,
+            mail_from=mail_from,
+            header_from=from_addresses[0],
+            subject=str(headers.get("Subject", ""))[:998],
+            message_id=str(headers.get("Message-ID", "")).strip()[:998],
+            raw=data,
+            size=len(data),
+        )
+        rows = Recipient.objects.bulk_create(
+            Recipient(message=message, tenant_id=sender.tenant_id, address=address, domain=d)
+            for address, d in zip(recipients, rcpt_domains, strict=True)
+        )
+        Event.objects.bulk_create(
+            Event(
+                tenant_id=sender.tenant_id,
+                message=message,
+                recipient=row,
+                type=EventType.ACCEPTED,
+                created_at=message.created_at,
+            )
+            for row in rows
+        )
+        transaction.on_commit(lambda: wake_delivery(message.pk))
+    log.info("accepted queue_id=%s recipients=%d source=%s", message.queue_id, len(rows), source)
+    return message
+
+
+def wake_delivery(message_id: int) -> None:
+    """Ask a worker to deliver now. Only a wake-up: if it is lost, the sweeper delivers."""
+    from delivery.tasks import enqueue_delivery
+
+    try:
+        enqueue_delivery(message_id)
+    except Exception:
+        log.exception("could not enqueue message_id=%s; the sweeper will pick it up", message_id)

@@ -1,0 +1,94 @@
+"""SMTP credentials and API keys: creation (secret shown once) and checking."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from django.utils import timezone
+
+from delivery.keyed_hash import keyed_hash, matches, new_secret
+from delivery.models import ApiKey, SmtpCredential
+from domains.models import Domain, Tenant
+
+SMTP_PURPOSE = "smtp password"
+API_PURPOSE = "api key"
+
+
+class CredentialError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class SmtpIdentity:
+    """Who an SMTP session authenticated as; kept on the session after AUTH."""
+
+    credential_id: int
+    tenant_id: int
+    username: str
+    domain_ids: frozenset[int]  # empty: every domain of the tenant
+
+
+def create_smtp_credential(
+    *, tenant: Tenant, domains: list[Domain] | None = None, description: str = ""
+) -> tuple[SmtpCredential, str]:
+    """A new login; returns it with its password, which is not stored and never shown again."""
+    for domain in domains or []:
+        if domain.tenant_id != tenant.pk:
+            raise CredentialError(f"{domain.name} is not a domain of {tenant.name}.")
+    password = new_secret(24)
+    credential = SmtpCredential.objects.create(
+        tenant=tenant,
+        username=f"smtp-{secrets.token_hex(6)}",
+        password_hash=keyed_hash(password, purpose=SMTP_PURPOSE),
+        description=description,
+    )
+    if domains:
+        credential.domains.set(domains)
+    return credential, password
+
+
+def check_smtp_login(username: str, password: str) -> SmtpIdentity | None:
+    """The identity for a correct login, else None. Fast: one keyed hash, one query."""
+    credential = (
+        SmtpCredential.objects.filter(username=username, revoked=False)
+        .prefetch_related("domains")
+        .first()
+    )
+    if credential is None:
+        # Hash anyway so a wrong username costs the same time as a wrong password.
+        keyed_hash(password, purpose=SMTP_PURPOSE)
+        return None
+    if not matches(password, credential.password_hash, purpose=SMTP_PURPOSE):
+        return None
+    SmtpCredential.objects.filter(pk=credential.pk).update(last_used_at=timezone.now())
+    return SmtpIdentity(
+        credential_id=credential.pk,
+        tenant_id=credential.tenant_id,
+        username=credential.username,
+        domain_ids=frozenset(d.pk for d in credential.domains.all()),
+    )
+
+
+def create_api_key(*, tenant: Tenant, name: str = "") -> tuple[ApiKey, str]:
+    """A new API key; returns it with the full key, which is not stored and never shown again."""
+    prefix = secrets.token_hex(4)
+    key = f"sm_{prefix}_{new_secret(24)}"
+    api_key = ApiKey.objects.create(
+        tenant=tenant, name=name, prefix=prefix, key_hash=keyed_hash(key, purpose=API_PURPOSE)
+    )
+    return api_key, key
+
+
+def check_api_key(key: str) -> ApiKey | None:
+    """The live key matching ``key`` (looked up by its keyed hash), else None."""
+    api_key = (
+        ApiKey.objects.filter(
+            key_hash=keyed_hash(key, purpose=API_PURPOSE), revoked=False
+        )
+        .select_related("tenant")
+        .first()
+    )
+    if api_key is not None:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
+    return api_key

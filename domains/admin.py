@@ -1,0 +1,50 @@
+from django.contrib import admin
+
+from domains.models import DkimKey, Domain, Membership, Tenant
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["name", "suspended", "created_at"]
+    list_filter = ["suspended"]
+    search_fields = ["name"]
+    inlines = [MembershipInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "tenant", "role", "created_at"]
+    list_filter = ["role"]
+    search_fields = ["user__username", "tenant__name"]
+
+
+class DkimKeyInline(admin.TabularInline):
+    model = DkimKey
+    extra = 0
+    fields = ["selector", "algorithm", "bits", "active", "created_at"]
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(Domain)
+class DomainAdmin(admin.ModelAdmin):
+    list_display = ["name", "tenant", "status", "health_score", "checked_at"]
+    list_filter = ["status"]
+    search_fields = ["name", "tenant__name"]
+    inlines = [DkimKeyInline]
+
+
+@admin.register(DkimKey)
+class DkimKeyAdmin(admin.ModelAdmin):
+    list_display = ["selector", "domain", "algorithm", "bits", "active", "created_at"]
+    list_filter = ["algorithm", "active"]
+    search_fields = ["selector", "domain__name"]
+    # The encrypted private key is never shown, not even to operators.
+    exclude = ["private_key_encrypted"]
+    readonly_fields = ["public_key"]

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from delivery.models import Recipient
+from domains.models import Tenant
+
+
+class InboundReport(models.Model):
+    """A bounce or complaint that arrived at the inbound MX for one of our VERP addresses.
+
+    Stored as received; parsing DSN and ARF reports into bounce and complaint events is
+    the reputation issue's work.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="inbound_reports")
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="+")
+    envelope_from = models.CharField(max_length=320, blank=True)
+    peer = models.CharField(max_length=64, blank=True)
+    raw = models.BinaryField()
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"report for {self.recipient.address} at {self.received_at:%Y-%m-%d %H:%M}"

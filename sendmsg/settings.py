@@ -1,0 +1,218 @@
+"""Settings for sendmsg, every one read from the environment with a working default.
+
+The defaults run the whole platform on one machine with nothing else installed: SQLite in
+the data folder, django-q2 on its ORM broker, secrets and a self-signed TLS pair
+generated into the data folder on first use. `deploy/env.example` lists every variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from sendmsg.env import env_bool, env_int, env_list, env_secret, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("SENDMSG_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+
+DEBUG = env_bool("SENDMSG_DEBUG", False)
+SECRET_KEY = env_secret("SENDMSG_SECRET_KEY", data_dir=DATA_DIR, filename="secret_key", nbytes=48)
+# Encrypts DKIM private keys at rest (Fernet: AES-128-CBC + HMAC-SHA256).
+DKIM_ENCRYPTION_KEY = env_secret(
+    "SENDMSG_DKIM_ENCRYPTION_KEY", data_dir=DATA_DIR, filename="dkim_encryption_key"
+)
+# Keys the HMAC-SHA256 of SMTP passwords and API keys, and signs VERP bounce tokens.
+HASH_KEY = env_secret("SENDMSG_HASH_KEY", data_dir=DATA_DIR, filename="hash_key")
+
+SENDMSG_HOSTNAME = env_str("SENDMSG_HOSTNAME", "sendmsg.localhost")
+SENDMSG_RETURN_PATH_DOMAIN = env_str("SENDMSG_RETURN_PATH_DOMAIN", f"rp.{SENDMSG_HOSTNAME}")
+SENDMSG_SPF_INCLUDE = env_str("SENDMSG_SPF_INCLUDE", f"spf.{SENDMSG_RETURN_PATH_DOMAIN}")
+# Label of each tenant domain's return-path host: rp.example.com CNAME <return-path domain>.
+SENDMSG_RETURN_PATH_LABEL = env_str("SENDMSG_RETURN_PATH_LABEL", "rp")
+
+ALLOWED_HOSTS = env_list("SENDMSG_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("SENDMSG_CSRF_TRUSTED_ORIGINS", [])
+
+SENDMSG_BIND = env_str("SENDMSG_BIND", "127.0.0.1")
+SENDMSG_WEB_PORT = env_int("SENDMSG_WEB_PORT", 8000)
+SENDMSG_SUBMISSION_PORT = env_int("SENDMSG_SUBMISSION_PORT", 2587)
+SENDMSG_SUBMISSION_TLS_PORT = env_int("SENDMSG_SUBMISSION_TLS_PORT", 2465)
+SENDMSG_INBOUND_PORT = env_int("SENDMSG_INBOUND_PORT", 2525)
+SENDMSG_WEB_WORKERS = env_int("SENDMSG_WEB_WORKERS", 2)
+
+SENDMSG_TLS_CERT = env_str("SENDMSG_TLS_CERT", str(DATA_DIR / "tls" / "cert.pem"))
+SENDMSG_TLS_KEY = env_str("SENDMSG_TLS_KEY", str(DATA_DIR / "tls" / "key.pem"))
+
+# Resolvers as "host" or "host:port"; empty means the system's (/etc/resolv.conf).
+SENDMSG_DNS_SERVERS = env_list("SENDMSG_DNS_SERVERS", [])
+SENDMSG_DNS_TIMEOUT = float(env_str("SENDMSG_DNS_TIMEOUT", "5"))
+
+SENDMSG_RELAY_PORT = env_int("SENDMSG_RELAY_PORT", 25)
+SENDMSG_RELAY_ALLOW_PRIVATE = env_bool("SENDMSG_RELAY_ALLOW_PRIVATE", False)
+# Per-command SMTP client timeout (seconds); RFC 5321 suggests minutes, we keep it short
+# so a stuck MX cannot hold a worker past django-q2's task timeout (see sendmsg/checks.py).
+SENDMSG_RELAY_TIMEOUT = env_int("SENDMSG_RELAY_TIMEOUT", 60)
+SENDMSG_MESSAGE_SIZE_LIMIT = env_int("SENDMSG_MESSAGE_SIZE_LIMIT", 25 * 1024 * 1024)
+SENDMSG_MAX_RECIPIENTS = env_int("SENDMSG_MAX_RECIPIENTS", 100)
+# How long a worker holds a claimed recipient before the sweeper may hand it to another.
+SENDMSG_LEASE_SECONDS = env_int("SENDMSG_LEASE_SECONDS", 15 * 60)
+SENDMSG_MESSAGE_EXPIRY_HOURS = env_int("SENDMSG_MESSAGE_EXPIRY_HOURS", 72)
+SENDMSG_SWEEP_BATCH = env_int("SENDMSG_SWEEP_BATCH", 1000)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "sendmsg",
+    "domains",
+    "delivery",
+    "reputation",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "sendmsg.urls"
+WSGI_APPLICATION = "sendmsg.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "domains.context.current_tenant",
+            ],
+        },
+    },
+]
+
+
+def _database(url: str) -> dict:
+    config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # Several processes (web, SMTP, workers) write one file: IMMEDIATE transactions
+        # take the write lock up front instead of failing when a read turns into a write;
+        # synchronous=FULL so a 250 after DATA survives a power loss.
+        config["CONN_MAX_AGE"] = 0
+        config["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
+        }
+        config["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+    return config
+
+
+DATABASES = {
+    "default": _database(env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'sendmsg.sqlite3'}"))
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
+LOGOUT_REDIRECT_URL = "login"
+
+# Production hardening; `manage.py check --deploy` is clean when SENDMSG_SECURE=true.
+SECURE = env_bool("SENDMSG_SECURE", False)
+SESSION_COOKIE_SECURE = SECURE
+CSRF_COOKIE_SECURE = SECURE
+SECURE_SSL_REDIRECT = SECURE
+SECURE_HSTS_SECONDS = 31536000 if SECURE else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
+SECURE_HSTS_PRELOAD = SECURE
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if SECURE else None
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["delivery.api.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["delivery.api.auth.HasApiKey"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "sendmsg API",
+    "DESCRIPTION": "Send mail, manage sending domains and follow every message's events.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# django-q2: tasks are wake-ups, the database rows are the truth. A task's timeout covers
+# the worst SMTP transaction (several commands at SENDMSG_RELAY_TIMEOUT each, for each MX
+# host tried); retry must exceed timeout or a slow task would run twice at once.
+Q_TIMEOUT = env_int("SENDMSG_TASK_TIMEOUT", SENDMSG_RELAY_TIMEOUT * 8)
+SENDMSG_BROKER = env_str("SENDMSG_BROKER", "orm")
+Q_CLUSTER: dict = {
+    "name": "sendmsg",
+    "workers": env_int("SENDMSG_WORKERS", 2),
+    "timeout": Q_TIMEOUT,
+    "retry": Q_TIMEOUT + 60,
+    # Failed tasks are acknowledged: the sweeper re-dispatches what is due from the
+    # database, so the broker never has to redeliver forever.
+    "max_attempts": 1,
+    "ack_failures": True,
+    "save_limit": -1,
+    "poll": 0.2,
+    "catch_up": False,
+    "label": "Queue",
+}
+if SENDMSG_BROKER == "orm":
+    Q_CLUSTER["orm"] = "default"
+else:
+    Q_CLUSTER["redis"] = SENDMSG_BROKER
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("SENDMSG_LOG_LEVEL", "INFO")},
+    "loggers": {"django": {"level": "WARNING"}, "mail.log": {"level": "WARNING"}},
+}

@@ -1,0 +1,34 @@
+"""Test settings: the real settings module, fed an environment that points at test peers.
+
+Values go into os.environ (not only into this module) so that the platform processes the
+tests start (SMTP server, qcluster) read exactly the same configuration.
+"""
+
+import os
+import tempfile
+
+from tests.peers.ports import free_port
+
+_data_dir = tempfile.mkdtemp(prefix="sendmsg-test-")
+TEST_ENV = {
+    "SENDMSG_DATA_DIR": _data_dir,
+    "SENDMSG_HOSTNAME": "mta.sendmsg.test",
+    "SENDMSG_RETURN_PATH_DOMAIN": "rp.sendmsg.test",
+    "SENDMSG_DNS_SERVERS": f"127.0.0.1:{free_port()}",
+    "SENDMSG_DNS_TIMEOUT": "3",
+    "SENDMSG_RELAY_PORT": str(free_port()),
+    "SENDMSG_RELAY_ALLOW_PRIVATE": "true",
+    "SENDMSG_RELAY_TIMEOUT": "5",
+    "SENDMSG_SUBMISSION_PORT": str(free_port()),
+    "SENDMSG_SUBMISSION_TLS_PORT": str(free_port()),
+    "SENDMSG_INBOUND_PORT": str(free_port()),
+    "SENDMSG_WEB_PORT": str(free_port()),
+    "SENDMSG_TLS_CERT": os.path.join(_data_dir, "tls", "cert.pem"),
+    "SENDMSG_TLS_KEY": os.path.join(_data_dir, "tls", "key.pem"),
+}
+os.environ.update(TEST_ENV)
+os.environ.pop("DATABASE_URL", None)
+
+from sendmsg.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
