@@ -32,6 +32,7 @@ class Command(BaseCommand):
         # Settings generated the secrets into the data folder on import already.
         cert, _ = ensure_certificate()
         call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
         self.stdout.write(f"Data folder: {settings.DATA_DIR}")
         self.stdout.write(f"TLS certificate: {cert}")
         login = ensure_operator()

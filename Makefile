@@ -1,0 +1,46 @@
+# The README's two promises: `make run` and `make test`, each from a fresh Debian machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo)
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends --no-upgrade
+# The real peers the tests start: DNS server, DKIM verifiers, an SMTP client.
+TEST_PACKAGES := unbound swaks libnet-ssleay-perl libmail-dkim-perl opendkim opendkim-tools
+
+.PHONY: run test install install-test peers clean
+
+run: install
+	$(PY) manage.py serve
+
+test: install-test peers
+	$(PY) -m pytest
+
+$(PY):
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python3-venv is missing; installing it with apt-get"; \
+	  rm -rf $(VENV); \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get update -q && $(APT_INSTALL) python3-venv && \
+	  $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+peers:
+	@missing=$$(for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing test peers with apt-get:" $$missing; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get update -q && $(APT_INSTALL) $$missing; \
+	fi
+
+clean:
+	rm -rf $(VENV)
