@@ -96,7 +96,7 @@ def platform_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def platform(django_db_setup, django_db_blocker, tls_ca, dns_server, mx_receiver, tmp_path_factory):
     """The SMTP listeners and a qcluster, as real processes on the test database."""
     logs = tmp_path_factory.mktemp("platform-logs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from delivery.credentials import check_api_key
@@ -33,3 +34,13 @@ class HasApiKey(permissions.BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return isinstance(request.auth, ApiKey)
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    """Describes the key in the OpenAPI schema as an HTTP bearer scheme."""
+
+    target_class = ApiKeyAuthentication
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "An API key: sm_<prefix>_<secret>"}

@@ -1,0 +1,141 @@
+"""The relay against a real DNS server and real SMTP receivers: every outcome a recipient
+can have from one attempt, with the remote reply recorded."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from delivery.accept import Sender, accept_message
+from delivery.models import Event, Message, Recipient, RecipientState, Source
+from delivery.relay import deliver_message
+from tests.conftest import MX_ADDRESS
+from tests.peers.smtp_receiver import SmtpReceiver
+
+pytestmark = pytest.mark.django_db
+
+
+def send(domain, *recipients: str) -> Message:
+    body = (
+        "From: news@acme.test\r\nTo: {}\r\nSubject: relay test\r\n\r\nHello.\r\n"
+        .format(", ".join(recipients)).encode()
+    )
+    return accept_message(
+        sender=Sender(tenant_id=domain.tenant_id),
+        mail_from="news@acme.test",
+        recipients=list(recipients),
+        raw=body,
+        source=Source.API,
+    )
+
+
+def states(message: Message) -> dict[str, tuple[str, int | None, str]]:
+    return {
+        r.address: (r.state, r.last_code, r.last_enhanced)
+        for r in Recipient.objects.filter(message=message)
+    }
+
+
+def test_delivered_and_refused_recipients_of_one_message(verified_domain, mx):
+    mx.reply_rcpt("nobody@dest.test", "550 5.1.1 No such user")
+    message = send(verified_domain, "alice@dest.test", "nobody@dest.test")
+    assert deliver_message(message.pk) == 2
+    assert states(message) == {
+        "alice@dest.test": ("delivered", 250, "2.0.0"),
+        "nobody@dest.test": ("bounced", 550, "5.1.1"),
+    }
+    bounced = Recipient.objects.get(address="nobody@dest.test")
+    assert "No such user" in bounced.last_text
+    assert [e.type for e in Event.objects.filter(recipient=bounced)] == ["accepted", "bounced"]
+    assert [m.rcpt_tos for m in mx.messages] == [["alice@dest.test"]]
+    # a second run finds nothing due: nothing is sent twice
+    assert deliver_message(message.pk) == 0
+    assert len(mx.messages) == 1
+
+
+def test_temporary_failure_defers_with_a_retry_time(verified_domain, mx):
+    mx.reply_data("451 4.3.0 Try again later")
+    message = send(verified_domain, "alice@dest.test")
+    deliver_message(message.pk)
+    recipient = Recipient.objects.get(message=message)
+    assert (recipient.state, recipient.last_code) == (RecipientState.DEFERRED, 451)
+    assert recipient.next_attempt_at > timezone.now()
+    assert recipient.attempts == 1
+    assert deliver_message(message.pk) == 0  # not due yet
+
+    mx.reply_data(None)
+    Recipient.objects.filter(pk=recipient.pk).update(next_attempt_at=timezone.now())
+    deliver_message(message.pk)
+    assert states(message)["alice@dest.test"][0] == "delivered"
+    types = list(Event.objects.filter(recipient=recipient).values_list("type", flat=True))
+    assert types == ["accepted", "deferred", "delivered"]
+
+
+def test_dns_outcomes(verified_domain, dns_server, mx):
+    dns_server.set_zone("nullmx.test", ["nullmx.test. IN MX 0 ."])
+    dns_server.set_zone("broken.test", ["x.broken.test. IN A 127.0.0.9"])
+    dns_server.servfail("broken.test")
+    dns_server.set_zone("implicit.test", [f"implicit.test. IN A {MX_ADDRESS}"])
+    message = send(
+        verified_domain, "a@nullmx.test", "b@nxdomain.dest.test", "c@broken.test",
+        "d@implicit.test",
+    )
+    deliver_message(message.pk)
+    assert states(message) == {
+        "a@nullmx.test": ("bounced", 556, "5.1.10"),
+        "b@nxdomain.dest.test": ("bounced", 550, "5.1.2"),
+        "c@broken.test": ("deferred", 451, "4.4.3"),
+        "d@implicit.test": ("delivered", 250, "2.0.0"),
+    }
+
+
+def test_next_mx_is_tried_when_the_first_is_down(verified_domain, dns_server, mx):
+    backup = SmtpReceiver("127.0.0.3", settings.SENDMSG_RELAY_PORT, hostname="mx2.two.test")
+    backup.start()
+    try:
+        dns_server.set_zone("two.test", [
+            "two.test. IN MX 10 mx1.two.test.",
+            "two.test. IN MX 20 mx2.two.test.",
+            "mx1.two.test. IN A 127.0.0.4",  # nothing listens there
+            "mx2.two.test. IN A 127.0.0.3",
+        ])
+        message = send(verified_domain, "zoe@two.test")
+        deliver_message(message.pk)
+        recipient = Recipient.objects.get(message=message)
+        assert (recipient.state, recipient.mx_host) == ("delivered", "mx2.two.test")
+        assert backup.wait_for(1)[0].rcpt_tos == ["zoe@two.test"]
+    finally:
+        backup.stop()
+
+
+def test_greeting_refusal_and_dropped_connection_defer(verified_domain, mx):
+    mx.reply_greeting("421 4.3.2 Too busy")
+    message = send(verified_domain, "alice@dest.test")
+    deliver_message(message.pk)
+    assert states(message)["alice@dest.test"][:2] == ("deferred", 421)
+
+    mx.reply_greeting(None)
+    mx.drop_in_data(True)
+    message = send(verified_domain, "bob@dest.test")
+    deliver_message(message.pk)
+    assert states(message)["bob@dest.test"][:2] == ("deferred", 451)
+    assert mx.messages == []
+
+
+def test_expired_lease_is_taken_over_and_a_lost_lease_records_nothing(verified_domain, mx):
+    message = send(verified_domain, "alice@dest.test")
+    token, [claimed] = Recipient.objects.filter(message=message).claim(lease_seconds=60)
+    assert deliver_message(message.pk) == 0  # leased to someone else: not touched
+    Recipient.objects.filter(pk=claimed.pk).update(lease_until=timezone.now())
+    assert deliver_message(message.pk) == 1  # the lease ran out: picked up again
+    assert states(message)["alice@dest.test"][0] == "delivered"
+    # the first worker comes back late: its outcome is not recorded over the real one
+    from delivery.replies import SmtpReply
+    from delivery.models import EventType
+
+    assert not claimed.finish(
+        state=RecipientState.BOUNCED, reply=SmtpReply(550, "5.0.0", "late"),
+        lease_token=token, event=EventType.BOUNCED,
+    )
+    assert states(message)["alice@dest.test"][0] == "delivered"
