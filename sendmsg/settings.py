@@ -114,7 +114,6 @@ def _database(url: str) -> dict:
         # Several processes (web, SMTP, workers) write one file: IMMEDIATE transactions
         # take the write lock up front instead of failing when a read turns into a write;
         # synchronous=FULL so a 250 after DATA survives a power loss.
-        config["CONN_MAX_AGE"] = 0
         config["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import wraps
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache, wraps
 from typing import Any, TypeVar
 
 import re
 
 from aiosmtpd.smtp import SMTP
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import close_old_connections
 
 log = logging.getLogger(__name__)
@@ -22,18 +24,32 @@ OK = "250 2.0.0 OK"
 INTERNAL_ERROR = "451 4.3.0 Temporary server error; please try again later"
 
 
-def in_thread(func: Callable[..., T]) -> Callable[..., Any]:
-    """Run a blocking (ORM, DNS, hashing) function in a worker thread.
+@cache
+def database_executor() -> ThreadPoolExecutor:
+    """The threads that run a listener's database work.
 
-    thread_sensitive=False: with the default, every call of every session would queue on
-    one thread and one slow query would stall them all.
+    SQLite takes one writer at a time: several threads would only sleep in its busy
+    handler (tens of ms each), so one thread per process serves it fastest. A server
+    database gets a pool.
+    """
+    sqlite = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+    return ThreadPoolExecutor(max_workers=1 if sqlite else 8, thread_name_prefix="db")
+
+
+def in_thread(func: Callable[..., T]) -> Callable[..., Any]:
+    """Run a blocking (ORM, DNS, hashing) function off the event loop.
+
+    Not asgiref's default (thread_sensitive=True), where every call of every session
+    queues on the one main thread whatever the database.
     """
 
     def call(*args: Any, **kwargs: Any) -> T:
         close_old_connections()
         return func(*args, **kwargs)
 
-    return wraps(func)(sync_to_async(call, thread_sensitive=False))
+    return wraps(func)(
+        sync_to_async(call, thread_sensitive=False, executor=database_executor())
+    )
 
 
 # RFC 3463 codes for aiosmtpd's own replies, which carry none (RFC 2034 wants one on every
