@@ -127,3 +127,29 @@ def test_implicit_tls_port_accepts_authenticated_mail(platform, verified_domain,
         client.login(credential.username, password)
         client.sendmail("news@acme.test", ["carol@dest.test"], first_message(to="carol@dest.test"))
     assert mx.wait_for(1)[0].rcpt_tos == ["carol@dest.test"]
+
+
+def test_django_smtp_email_backend_submits(platform, verified_domain, tls_ca, mx, monkeypatch,
+                                           tmp_path):
+    """Django's own SMTP backend, verifying our certificate, as a tenant's app would use it."""
+    from django.core import mail
+
+    from delivery.credentials import create_smtp_credential
+
+    credential, password = create_smtp_credential(tenant=verified_domain.tenant)
+    ca_file = tmp_path / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    connection = mail.get_connection(
+        "django.core.mail.backends.smtp.EmailBackend",
+        host="localhost", port=settings.SENDMSG_SUBMISSION_PORT, username=credential.username,
+        password=password, use_tls=True, timeout=15,
+    )
+    sent = mail.EmailMessage(
+        "From Django", "Sent by Django's SMTP backend.", "app@acme.test", ["dora@dest.test"],
+        connection=connection,
+    ).send()
+    assert sent == 1
+    received = mx.wait_for(1)[0]
+    assert received.rcpt_tos == ["dora@dest.test"]
+    assert b"Subject: From Django" in received.data
