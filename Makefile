@@ -13,6 +13,7 @@ run: install
 	$(PY) manage.py serve
 
 test: install-test peers
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 $(PY):

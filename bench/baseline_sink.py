@@ -87,9 +87,15 @@ async def serve(args: argparse.Namespace) -> None:
 
     def factory() -> SMTP:
         return SMTP(
-            handler, hostname="baseline.bench.test", ident="baseline ESMTP",
-            tls_context=context, require_starttls=True, auth_required=True,
-            auth_require_tls=True, authenticator=accept_any_login, decode_data=False,
+            handler,
+            hostname="baseline.bench.test",
+            ident="baseline ESMTP",
+            tls_context=context,
+            require_starttls=True,
+            auth_required=True,
+            auth_require_tls=True,
+            authenticator=accept_any_login,
+            decode_data=False,
             data_size_limit=25 * 1024 * 1024,
         )
 
@@ -99,7 +105,7 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         await asyncio.wait_for(stop.wait(), args.max_seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         print("baseline_sink: --max-seconds reached, stopping", file=sys.stderr)
     server.close()
     await server.wait_closed()

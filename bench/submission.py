@@ -43,7 +43,8 @@ SENDER = f"bench@{DOMAIN}"
 RCPT = "rcpt@rcpt.bench.test"
 REPLY_TIMEOUT = 30.0
 
-SETUP = """
+SETUP = (
+    """
 import json, django
 django.setup()
 from domains.models import Domain
@@ -54,7 +55,9 @@ domain = add_domain(tenant=tenant, name=%r)
 Domain.objects.filter(pk=domain.pk).update(status="verified")
 credential, password = create_smtp_credential(tenant=tenant)
 print(json.dumps({"username": credential.username, "password": password}))
-""" % DOMAIN
+"""
+    % DOMAIN
+)
 
 COUNT = """
 import django
@@ -65,6 +68,7 @@ print(Message.objects.count())
 
 
 # ---------------------------------------------------------------- load client
+
 
 def build_message(size: int) -> bytes:
     """A ~size-byte text message, CRLF line ends, dot-stuffed, ending with CRLF.CRLF."""
@@ -188,14 +192,20 @@ class Load:
             return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else None
 
         return {
-            "ok": self.ok, "rejected": self.rejected, "errors": self.errors,
-            "seconds": seconds, "msgs_per_s": self.ok / seconds if seconds else 0.0,
-            "p50_ms": pct(0.50), "p99_ms": pct(0.99), "samples": self.samples,
+            "ok": self.ok,
+            "rejected": self.rejected,
+            "errors": self.errors,
+            "seconds": seconds,
+            "msgs_per_s": self.ok / seconds if seconds else 0.0,
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+            "samples": self.samples,
             "timed_out": self.ok + self.rejected + self.errors < self.n,
         }
 
 
 # ---------------------------------------------------------------- processes
+
 
 def free_ports(count: int) -> list[int]:
     socks = []
@@ -254,29 +264,52 @@ def cpu_seconds(pid: int) -> float:
 
 # ---------------------------------------------------------------- main
 
+
 def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-n", "--messages", type=int, default=2000, help="messages per run (default 2000)")
-    p.add_argument("-c", "--concurrency", type=int, default=20, help="concurrent sessions (default 20)")
-    p.add_argument("-k", "--per-connection", type=int, default=0,
-                   help="messages per connection, then reconnect (default 0: keep the connection)")
-    p.add_argument("-s", "--size", type=int, default=5120, help="message size in bytes (default 5120)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "-n", "--messages", type=int, default=2000, help="messages per run (default 2000)"
+    )
+    p.add_argument(
+        "-c", "--concurrency", type=int, default=20, help="concurrent sessions (default 20)"
+    )
+    p.add_argument(
+        "-k",
+        "--per-connection",
+        type=int,
+        default=0,
+        help="messages per connection, then reconnect (default 0: keep the connection)",
+    )
+    p.add_argument(
+        "-s", "--size", type=int, default=5120, help="message size in bytes (default 5120)"
+    )
     p.add_argument("--rounds", type=int, default=2, help="baseline+sendmsg rounds (default 2)")
-    p.add_argument("--time-limit", type=float, default=120.0,
-                   help="seconds each load run may last at most (default 120)")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=120.0,
+        help="seconds each load run may last at most (default 120)",
+    )
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="sendmsg-bench-"))
     sub_port, tls_port, inbound_port, dns_port, base_port = free_ports(5)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDMSG_") and k != "DATABASE_URL"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("SENDMSG_") and k != "DATABASE_URL"
+    }
     env.update(
-        SENDMSG_DATA_DIR=str(tmp / "data"), SENDMSG_HOSTNAME="mta.bench.test",
-        SENDMSG_SUBMISSION_PORT=str(sub_port), SENDMSG_SUBMISSION_TLS_PORT=str(tls_port),
-        SENDMSG_INBOUND_PORT=str(inbound_port), DJANGO_SETTINGS_MODULE="sendmsg.settings",
+        SENDMSG_DATA_DIR=str(tmp / "data"),
+        SENDMSG_HOSTNAME="mta.bench.test",
+        SENDMSG_SUBMISSION_PORT=str(sub_port),
+        SENDMSG_SUBMISSION_TLS_PORT=str(tls_port),
+        SENDMSG_INBOUND_PORT=str(inbound_port),
+        DJANGO_SETTINGS_MODULE="sendmsg.settings",
         # nothing on the accept path should resolve names; if it did, it stays on loopback
         SENDMSG_DNS_SERVERS=f"{HOST}:{dns_port}",
     )
@@ -287,44 +320,79 @@ def main() -> int:
     results: dict[str, list[dict]] = {"baseline": [], "sendmsg": []}
     failed = False
     try:
-        print(f"setting up a throwaway platform in a temp dir; ports: submission {sub_port}, "
-              f"baseline {base_port}", flush=True)
+        print(
+            f"setting up a throwaway platform in a temp dir; ports: submission {sub_port}, "
+            f"baseline {base_port}",
+            flush=True,
+        )
         run_checked([py, "manage.py", "bootstrap"], env, timeout=600)
-        login = json.loads(run_checked([py, "-c", SETUP], env, timeout=120).strip().splitlines()[-1])
+        login = json.loads(
+            run_checked([py, "-c", SETUP], env, timeout=120).strip().splitlines()[-1]
+        )
         cert, key = tmp / "data" / "tls" / "cert.pem", tmp / "data" / "tls" / "key.pem"
 
-        smtpd = subprocess.Popen([py, "manage.py", "smtpd", "submission"], cwd=ROOT, env=env,
-                                 stdout=smtpd_log, stderr=subprocess.STDOUT)
+        smtpd = subprocess.Popen(
+            [py, "manage.py", "smtpd", "submission"],
+            cwd=ROOT,
+            env=env,
+            stdout=smtpd_log,
+            stderr=subprocess.STDOUT,
+        )
         limit = str(args.rounds * args.time_limit + 300)  # the sink's own safety bound
         baseline = subprocess.Popen(
-            [py, str(ROOT / "bench" / "baseline_sink.py"), "--port", str(base_port),
-             "--db", str(tmp / "baseline.sqlite3"), "--tls-cert", str(cert), "--tls-key", str(key),
-             "--max-seconds", limit],
-            cwd=ROOT, stdout=baseline_log, stderr=subprocess.STDOUT,
+            [
+                py,
+                str(ROOT / "bench" / "baseline_sink.py"),
+                "--port",
+                str(base_port),
+                "--db",
+                str(tmp / "baseline.sqlite3"),
+                "--tls-cert",
+                str(cert),
+                "--tls-key",
+                str(key),
+                "--max-seconds",
+                limit,
+            ],
+            cwd=ROOT,
+            stdout=baseline_log,
+            stderr=subprocess.STDOUT,
         )
         wait_for_banner(sub_port, smtpd)
         wait_for_banner(base_port, baseline)
 
-        print(f"{args.rounds} rounds of -n {args.messages} -c {args.concurrency} "
-              f"-k {args.per_connection}, {len(build_message(args.size))}-byte messages, "
-              f"STARTTLS + AUTH PLAIN, time limit {args.time_limit:.0f}s per run", flush=True)
+        print(
+            f"{args.rounds} rounds of -n {args.messages} -c {args.concurrency} "
+            f"-k {args.per_connection}, {len(build_message(args.size))}-byte messages, "
+            f"STARTTLS + AUTH PLAIN, time limit {args.time_limit:.0f}s per run",
+            flush=True,
+        )
         targets = [("baseline", base_port, baseline), ("sendmsg", sub_port, smtpd)]
         warm = {}  # untimed warm-up: first connections, imports, thread pools
         for name, port, _ in targets:
-            w = asyncio.run(Load(port, args, login["username"], login["password"], 2 * args.concurrency).run())
+            w = asyncio.run(
+                Load(port, args, login["username"], login["password"], 2 * args.concurrency).run()
+            )
             warm[name] = w["ok"]
             failed |= bool(w["errors"] or w["rejected"])
         for rnd in range(1, args.rounds + 1):
             for name, port, proc in targets:
                 cpu0 = cpu_seconds(proc.pid)
-                res = asyncio.run(Load(port, args, login["username"], login["password"], args.messages).run())
-                res["cpu_ms_per_msg"] = (cpu_seconds(proc.pid) - cpu0) * 1000 / res["ok"] if res["ok"] else None
+                res = asyncio.run(
+                    Load(port, args, login["username"], login["password"], args.messages).run()
+                )
+                res["cpu_ms_per_msg"] = (
+                    (cpu_seconds(proc.pid) - cpu0) * 1000 / res["ok"] if res["ok"] else None
+                )
                 results[name].append(res)
                 note = " TIME LIMIT" if res["timed_out"] else ""
-                print(f"  round {rnd} {name:8} {res['ok']:6d} x 250 in {res['seconds']:6.1f}s "
-                      f"= {fmt(res['msgs_per_s']):>7} msgs/s  p50 {fmt(res['p50_ms'])} ms  "
-                      f"p99 {fmt(res['p99_ms'])} ms  rejected {res['rejected']} errors "
-                      f"{res['errors']}{note}", flush=True)
+                print(
+                    f"  round {rnd} {name:8} {res['ok']:6d} x 250 in {res['seconds']:6.1f}s "
+                    f"= {fmt(res['msgs_per_s']):>7} msgs/s  p50 {fmt(res['p50_ms'])} ms  "
+                    f"p99 {fmt(res['p99_ms'])} ms  rejected {res['rejected']} errors "
+                    f"{res['errors']}{note}",
+                    flush=True,
+                )
                 for sample in res["samples"]:
                     print(f"    {sample}")
                 failed |= bool(res["errors"] or res["rejected"])
@@ -338,24 +406,38 @@ def main() -> int:
         for name in ("baseline", "sendmsg"):
             runs = results[name]
             med[name] = statistics.median(r["msgs_per_s"] for r in runs)
-            cols = [statistics.median(r[k] for r in runs if r[k] is not None) if any(r[k] is not None for r in runs)
-                    else None for k in ("p50_ms", "p99_ms", "cpu_ms_per_msg")]
-            print(f"| {name} | {fmt(med[name])} | {fmt(cols[0])} | {fmt(cols[1])} | {fmt(cols[2], 2)} |")
+            cols = [
+                statistics.median(r[k] for r in runs if r[k] is not None)
+                if any(r[k] is not None for r in runs)
+                else None
+                for k in ("p50_ms", "p99_ms", "cpu_ms_per_msg")
+            ]
+            row = [fmt(med[name]), fmt(cols[0]), fmt(cols[1]), fmt(cols[2], 2)]
+            print(f"| {name} | " + " | ".join(row) + " |")
         if med["baseline"]:
-            paired = [f"{s['msgs_per_s'] / b['msgs_per_s']:.2f}"
-                      for b, s in zip(results["baseline"], results["sendmsg"]) if b["msgs_per_s"]]
-            print(f"\nratio sendmsg/baseline msgs/s: {med['sendmsg'] / med['baseline']:.2f} "
-                  f"(per round: {', '.join(paired)})")
+            paired = [
+                f"{s['msgs_per_s'] / b['msgs_per_s']:.2f}"
+                for b, s in zip(results["baseline"], results["sendmsg"], strict=False)
+                if b["msgs_per_s"]
+            ]
+            print(
+                f"\nratio sendmsg/baseline msgs/s: {med['sendmsg'] / med['baseline']:.2f} "
+                f"(per round: {', '.join(paired)})"
+            )
 
         got = warm["sendmsg"] + sum(r["ok"] for r in results["sendmsg"])
         rows = int(run_checked([py, "-c", COUNT], env, timeout=120).strip().splitlines()[-1])
         with sqlite3.connect(tmp / "baseline.sqlite3") as db:
             base_rows = db.execute("SELECT COUNT(*) FROM message").fetchone()[0]
         base_got = warm["baseline"] + sum(r["ok"] for r in results["baseline"])
-        print(f"sendmsg: {got} x 250 received (warm-up included), {rows} Message rows stored"
-              f" -> {'OK' if rows == got else 'MISMATCH'}")
-        print(f"baseline: {base_got} x 250 received, {base_rows} rows stored"
-              f" -> {'OK' if base_rows == base_got else 'MISMATCH'}")
+        print(
+            f"sendmsg: {got} x 250 received (warm-up included), {rows} Message rows stored"
+            f" -> {'OK' if rows == got else 'MISMATCH'}"
+        )
+        print(
+            f"baseline: {base_got} x 250 received, {base_rows} rows stored"
+            f" -> {'OK' if base_rows == base_got else 'MISMATCH'}"
+        )
         if rows != got or base_rows != base_got:
             failed = True
         if failed:

@@ -23,8 +23,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
 class RecipientInline(admin.TabularInline):
     model = Recipient
     extra = 0
-    fields = ["address", "state", "attempts", "next_attempt_at", "last_code", "last_enhanced",
-              "last_text", "mx_host"]
+    fields = [
+        "address",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "last_code",
+        "last_enhanced",
+        "last_text",
+        "mx_host",
+    ]
     readonly_fields = fields
     can_delete = False
 
@@ -35,8 +43,18 @@ class MessageAdmin(admin.ModelAdmin):
     list_filter = ["source"]
     search_fields = ["queue_id", "header_from", "subject", "message_id", "tenant__name"]
     exclude = ["raw"]
-    readonly_fields = ["tenant", "domain", "queue_id", "source", "mail_from", "header_from",
-                       "subject", "message_id", "size", "created_at"]
+    readonly_fields = [
+        "tenant",
+        "domain",
+        "queue_id",
+        "source",
+        "mail_from",
+        "header_from",
+        "subject",
+        "message_id",
+        "size",
+        "created_at",
+    ]
     inlines = [RecipientInline]
 
 

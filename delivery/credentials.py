@@ -83,9 +83,7 @@ def create_api_key(*, tenant: Tenant, name: str = "") -> tuple[ApiKey, str]:
 def check_api_key(key: str) -> ApiKey | None:
     """The live key matching ``key`` (looked up by its keyed hash), else None."""
     api_key = (
-        ApiKey.objects.filter(
-            key_hash=keyed_hash(key, purpose=API_PURPOSE), revoked=False
-        )
+        ApiKey.objects.filter(key_hash=keyed_hash(key, purpose=API_PURPOSE), revoked=False)
         .select_related("tenant")
         .first()
     )

@@ -11,13 +11,31 @@ from domains.models import DkimKey
 
 # Headers we sign when present (RFC 6376 §5.4.1) ...
 SIGNED = (
-    "from", "sender", "reply-to", "subject", "date", "message-id", "to", "cc",
-    "mime-version", "content-type", "content-transfer-encoding", "in-reply-to",
-    "references", "list-unsubscribe", "list-unsubscribe-post",
+    "from",
+    "sender",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "to",
+    "cc",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "in-reply-to",
+    "references",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
 )
 # ... and those signed once more than they occur, so nobody can add one later (§8.15).
 OVERSIGNED = (
-    "from", "subject", "date", "to", "message-id", "list-unsubscribe", "list-unsubscribe-post",
+    "from",
+    "subject",
+    "date",
+    "to",
+    "message-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
 )
 
 

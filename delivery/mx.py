@@ -29,7 +29,9 @@ def mx_hosts(domain: str, resolver: dns.resolver.Resolver) -> list[str]:
     except dns.resolver.NoAnswer:
         return [domain]  # implicit MX: the domain's own A/AAAA
     except dns.exception.DNSException as exc:
-        raise MxError(SmtpReply(451, "4.4.3", f"DNS lookup of MX for {domain} failed: {exc}")) from None
+        raise MxError(
+            SmtpReply(451, "4.4.3", f"DNS lookup of MX for {domain} failed: {exc}")
+        ) from None
     records = [(rr.preference, str(rr.exchange).rstrip(".")) for rr in answer]
     if len(records) == 1 and records[0][1] == "":
         raise MxError(SmtpReply(556, "5.1.10", f"Domain {domain} accepts no mail (null MX)"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import smtplib
-import socket
 import ssl
 from collections import defaultdict
 from datetime import timedelta
@@ -119,7 +118,9 @@ def send_over_connection(
         options = ["BODY=8BITMIME"] if client.has_extn("8bitmime") else []
         while remaining:
             recipient = remaining[0]
-            reply = send_one(client, message=message, data=data, recipient=recipient, options=options)
+            reply = send_one(
+                client, message=message, data=data, recipient=recipient, options=options
+            )
             record_outcome(recipient, reply, mx_host=host)
             remaining.pop(0)
         client.quit()
@@ -172,7 +173,11 @@ def record_outcome(recipient: Recipient, reply: SmtpReply, *, mx_host: str) -> N
         return
     log.info(
         "queue_id=%s recipient_id=%s %s mx=%s reply=%s",
-        recipient.message.queue_id, recipient.pk, state, mx_host or "-", reply,
+        recipient.message.queue_id,
+        recipient.pk,
+        state,
+        mx_host or "-",
+        reply,
     )
 
 

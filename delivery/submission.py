@@ -8,7 +8,14 @@ import logging
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
-from delivery.accept import AcceptError, Sender, accept_message, check_recipient, check_sender_domain, check_tenant
+from delivery.accept import (
+    AcceptError,
+    Sender,
+    accept_message,
+    check_recipient,
+    check_sender_domain,
+    check_tenant,
+)
 from delivery.credentials import SmtpIdentity, check_smtp_login
 from delivery.models import Source
 from sendmsg.smtp import INTERNAL_ERROR, BaseHandler, in_thread
@@ -42,17 +49,24 @@ class SubmissionHandler(BaseHandler):
             return AuthResult(success=False, handled=False, message=AUTH_FAILED)
         return AuthResult(success=True, handled=False, auth_data=identity)
 
-    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+    async def _initial(self, server: SMTP, args: list[str], challenge: str) -> bytes | None:
+        """The initial response given with AUTH, else the answer to ``challenge``.
+
+        None when the client cancelled or sent bad base64 (already answered).
+        """
         if len(args) == 1:
-            blob = await server.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            try:
-                blob = base64.b64decode(args[1], validate=True)
-            except binascii.Error:
-                await server.push("501 5.5.2 Can't decode base64")
-                return AuthResult(success=False, handled=True)
+            blob = await server.challenge_auth(challenge)
+            return None if blob is MISSING else blob
+        try:
+            return base64.b64decode(args[1], validate=True)
+        except binascii.Error:
+            await server.push("501 5.5.2 Can't decode base64")
+            return None
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        blob = await self._initial(server, args, "")
+        if blob is None:
+            return AuthResult(success=False, handled=True)
         parts = blob.split(b"\0")
         if len(parts) != 3:
             await server.push("501 5.5.2 Can't split auth value")
@@ -60,15 +74,8 @@ class SubmissionHandler(BaseHandler):
         return await self._login(server, parts[1], parts[2])
 
     async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
-        if len(args) == 1:
-            username = await server.challenge_auth(SMTP.AuthLoginUsernameChallenge)
-        else:
-            try:
-                username = base64.b64decode(args[1], validate=True)
-            except binascii.Error:
-                await server.push("501 5.5.2 Can't decode base64")
-                return AuthResult(success=False, handled=True)
-        if username is MISSING:
+        username = await self._initial(server, args, SMTP.AuthLoginUsernameChallenge)
+        if username is None:
             return AuthResult(success=False, handled=True)
         password = await server.challenge_auth(SMTP.AuthLoginPasswordChallenge)
         if password is MISSING:

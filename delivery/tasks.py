@@ -25,9 +25,9 @@ def deliver(message_id: int) -> int:
 def sweep() -> int:
     """Wake delivery for every message with recipients due (retries, expired leases)."""
     message_ids = list(
-        Recipient.objects.due().values_list("message_id", flat=True).distinct()[
-            : settings.SENDMSG_SWEEP_BATCH
-        ]
+        Recipient.objects.due()
+        .values_list("message_id", flat=True)
+        .distinct()[: settings.SENDMSG_SWEEP_BATCH]
     )
     for message_id in message_ids:
         enqueue_delivery(message_id)

@@ -16,7 +16,9 @@ def current_tenant(request: HttpRequest) -> Tenant | None:
     if hasattr(request, "_tenant"):
         return request._tenant
     mine = Tenant.objects.filter(memberships__user=user)
-    tenant = mine.filter(pk=request.session.get(SESSION_KEY)).first() or mine.order_by("name").first()
+    tenant = (
+        mine.filter(pk=request.session.get(SESSION_KEY)).first() or mine.order_by("name").first()
+    )
     request._tenant = tenant
     return tenant
 

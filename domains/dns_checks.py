@@ -95,7 +95,9 @@ def check_return_path(host: str, resolver: dns.resolver.Resolver) -> CheckResult
             f"No CNAME at {host}: point it at {settings.SENDMSG_RETURN_PATH_DOMAIN}.",
         )
     except dns.exception.DNSException as exc:
-        return CheckResult("return_path", CheckStatus.UNKNOWN, f"DNS lookup of {host} failed: {exc}")
+        return CheckResult(
+            "return_path", CheckStatus.UNKNOWN, f"DNS lookup of {host} failed: {exc}"
+        )
     found = [rr.target for rr in answer]
     if target in found:
         return CheckResult("return_path", CheckStatus.OK, f"{host} points at {target}.")
@@ -107,7 +109,7 @@ def check_return_path(host: str, resolver: dns.resolver.Resolver) -> CheckResult
 
 
 def check_domain(domain: Domain) -> DomainReport:
-    """Run every check concurrently (each bounded by the resolver's lifetime) and store the outcome."""
+    """Run the checks concurrently (each bounded by the resolver's lifetime); store the outcome."""
     resolver = make_resolver()
     # Rows are read here, not in the threads: the checks themselves touch only DNS.
     key = domain.active_dkim_key()

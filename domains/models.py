@@ -13,7 +13,9 @@ class Tenant(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
-    suspended = models.BooleanField(default=False, help_text="Set by an operator; refuses new mail.")
+    suspended = models.BooleanField(
+        default=False, help_text="Set by an operator; refuses new mail."
+    )
 
     class Meta:
         ordering = ["name"]

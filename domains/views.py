@@ -17,9 +17,9 @@ def overview(request: HttpRequest) -> HttpResponse:
     context = {"domains": [], "messages": []}
     if tenant is not None:
         context["domains"] = Domain.objects.for_tenant(tenant)
-        context["messages"] = Message.objects.filter(tenant=tenant).prefetch_related(
-            "recipients"
-        )[:20]
+        context["messages"] = Message.objects.filter(tenant=tenant).prefetch_related("recipients")[
+            :20
+        ]
     return render(request, "dashboard/overview.html", context)
 
 

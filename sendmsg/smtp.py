@@ -4,12 +4,11 @@ and an error reply that is temporary and tells nothing about our internals."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, wraps
 from typing import Any, TypeVar
-
-import re
 
 from aiosmtpd.smtp import SMTP
 from asgiref.sync import sync_to_async
@@ -47,19 +46,37 @@ def in_thread(func: Callable[..., T]) -> Callable[..., Any]:
         close_old_connections()
         return func(*args, **kwargs)
 
-    return wraps(func)(
-        sync_to_async(call, thread_sensitive=False, executor=database_executor())
-    )
+    return wraps(func)(sync_to_async(call, thread_sensitive=False, executor=database_executor()))
 
 
 # RFC 3463 codes for aiosmtpd's own replies, which carry none (RFC 2034 wants one on every
 # 2xx/4xx/5xx reply once ENHANCEDSTATUSCODES is offered).
 DEFAULT_ENHANCED = {
-    "221": "2.0.0", "235": "2.7.0", "250": "2.0.0", "251": "2.1.5", "252": "2.5.0",
-    "421": "4.3.0", "432": "4.7.12", "451": "4.3.0", "452": "4.5.3", "454": "4.7.0",
-    "455": "4.5.0", "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1",
-    "504": "5.5.4", "530": "5.7.0", "534": "5.7.9", "535": "5.7.8", "538": "5.7.11",
-    "550": "5.0.0", "552": "5.3.4", "553": "5.1.3", "554": "5.0.0", "555": "5.5.4",
+    "221": "2.0.0",
+    "235": "2.7.0",
+    "250": "2.0.0",
+    "251": "2.1.5",
+    "252": "2.5.0",
+    "421": "4.3.0",
+    "432": "4.7.12",
+    "451": "4.3.0",
+    "452": "4.5.3",
+    "454": "4.7.0",
+    "455": "4.5.0",
+    "500": "5.5.2",
+    "501": "5.5.4",
+    "502": "5.5.1",
+    "503": "5.5.1",
+    "504": "5.5.4",
+    "530": "5.7.0",
+    "534": "5.7.9",
+    "535": "5.7.8",
+    "538": "5.7.11",
+    "550": "5.0.0",
+    "552": "5.3.4",
+    "553": "5.1.3",
+    "554": "5.0.0",
+    "555": "5.5.4",
 }
 SINGLE_LINE = re.compile(rb"^([245]\d\d) (?![245]\.\d{1,3}\.\d{1,3}\b)")
 

@@ -25,7 +25,7 @@ def ensure_certificate() -> tuple[Path, Path]:
     key.parent.mkdir(parents=True, exist_ok=True)
     private = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, settings.SENDMSG_HOSTNAME)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)

@@ -22,7 +22,7 @@ from tests.settings import TEST_ENV
 MX_ADDRESS = "127.0.0.2"  # the recipients' MX (dest.test) listens here
 PLATFORM_ZONE = [
     "rp.sendmsg.test. IN MX 10 mx.sendmsg.test.",
-    "rp.sendmsg.test. IN TXT \"v=spf1 ip4:127.0.0.1 -all\"",
+    'rp.sendmsg.test. IN TXT "v=spf1 ip4:127.0.0.1 -all"',
     "mx.sendmsg.test. IN A 127.0.0.1",
 ]
 DEST_ZONE = [
@@ -102,8 +102,9 @@ def platform(django_db_setup, django_db_blocker, tls_ca, dns_server, mx_receiver
     logs = tmp_path_factory.mktemp("platform-logs")
     env = platform_env()
     smtpd = ManagedProcess("smtpd", manage_py("smtpd"), env=env, cwd=REPO_ROOT, log_dir=logs)
-    workers = ManagedProcess("qcluster", manage_py("qcluster"), env=env, cwd=REPO_ROOT,
-                             log_dir=logs)
+    workers = ManagedProcess(
+        "qcluster", manage_py("qcluster"), env=env, cwd=REPO_ROOT, log_dir=logs
+    )
     smtpd.start()
     workers.start()
     try:
@@ -160,8 +161,11 @@ def outsider(db):
 
 def publish_domain(dns_server: DnsServer, name: str) -> None:
     """Publish what `domain records` prints, as a tenant would at their DNS provider."""
-    lines = [line for line in run_command("domain", "records", name).splitlines()
-             if line and not line.startswith(";")]
+    lines = [
+        line
+        for line in run_command("domain", "records", name).splitlines()
+        if line and not line.startswith(";")
+    ]
     dns_server.set_zone(name, lines)
 
 

@@ -30,6 +30,7 @@ os.environ.update(TEST_ENV)
 os.environ.pop("DATABASE_URL", None)
 
 from sendmsg.settings import *  # noqa: E402,F403
+from sendmsg.settings import STATIC_ROOT  # noqa: E402
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing folder

@@ -64,8 +64,10 @@ def test_records_are_zone_lines_with_absolute_names_and_split_txt():
         (("domain", "records", "unknown.test"), "No domain unknown.test"),
         (("domain", "check", "unknown.test"), "No domain unknown.test"),
         (("apikey", "create", "--tenant", "Nobody"), "No tenant named"),
-        (("smtpcredential", "create", "--tenant", "Acme", "--domain", "globex.test"),
-         "not a domain of tenant"),
+        (
+            ("smtpcredential", "create", "--tenant", "Acme", "--domain", "globex.test"),
+            "not a domain of tenant",
+        ),
     ],
 )
 def test_bad_input_fails_with_a_clear_message_and_changes_nothing(args, message):

@@ -31,10 +31,13 @@ def test_nothing_published(pending, dns_server):
 def test_wrong_key_and_wrong_target(pending, dns_server):
     key = pending.active_dkim_key()
     other = add_domain(tenant=pending.tenant, name="other.test").active_dkim_key()
-    dns_server.set_zone("check.test", [
-        f'{key.selector}._domainkey.check.test. IN TXT "{other.record_value}"',
-        "rp.check.test. IN CNAME rp.elsewhere.test.",
-    ])
+    dns_server.set_zone(
+        "check.test",
+        [
+            f'{key.selector}._domainkey.check.test. IN TXT "{other.record_value}"',
+            "rp.check.test. IN CNAME rp.elsewhere.test.",
+        ],
+    )
     lines = check_lines("check.test")
     assert "is not ours" in lines[0]
     assert "points at rp.elsewhere.test., not rp.sendmsg.test." in lines[1]

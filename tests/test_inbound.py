@@ -31,7 +31,9 @@ def test_inbound_accepts_only_valid_bounce_addresses(platform, verified_domain):
     )
     recipient = Recipient.objects.get(message=message)
     good = verp_address(
-        tenant_id=recipient.tenant_id, message_id=message.pk, recipient_id=recipient.pk,
+        tenant_id=recipient.tenant_id,
+        message_id=message.pk,
+        recipient_id=recipient.pk,
         host="rp.acme.test",
     )
     local, _, host = good.partition("@")
@@ -42,8 +44,13 @@ def test_inbound_accepts_only_valid_bounce_addresses(platform, verified_domain):
     with smtplib.SMTP("127.0.0.1", settings.SENDMSG_INBOUND_PORT, timeout=15) as client:
         client.ehlo("mx.dest.test")
         assert client.mail("")[0] == 250
-        for address in ("postmaster@gmail.com", forged, other_recipient, wrong_host,
-                        "someone@acme.test"):
+        for address in (
+            "postmaster@gmail.com",
+            forged,
+            other_recipient,
+            wrong_host,
+            "someone@acme.test",
+        ):
             code, text = client.rcpt(address)
             assert (code, text[:5]) == (550, b"5.1.1"), address
         assert client.rcpt(good)[0] == 250

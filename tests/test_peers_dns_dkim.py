@@ -175,9 +175,7 @@ def test_bad_zone_line_is_rejected_and_server_keeps_serving(dns_server: DnsServe
     dns_server.set_zone("keep.test", ["www IN A 192.0.2.7"])
     with pytest.raises(ValueError, match="bad zone"):
         dns_server.set_zone("keep.test", ["www IN A not-an-address"])
-    assert [r.address for r in dns_server.resolver().resolve("www.keep.test", "A")] == [
-        "192.0.2.7"
-    ]
+    assert [r.address for r in dns_server.resolver().resolve("www.keep.test", "A")] == ["192.0.2.7"]
 
 
 def test_servfail_whole_zone_and_recover(dns_server: DnsServer) -> None:
@@ -271,9 +269,7 @@ def signed_message(dns_server: DnsServer, rsa_key: rsa.RSAPrivateKey) -> bytes:
     return signature + MESSAGE
 
 
-def test_dkim_key_record_is_published_split(
-    dns_server: DnsServer, signed_message: bytes
-) -> None:
+def test_dkim_key_record_is_published_split(dns_server: DnsServer, signed_message: bytes) -> None:
     (rr,) = dns_server.resolver().resolve(f"{SELECTOR}._domainkey.{DOMAIN}", "TXT")
     assert len(rr.strings) >= 2
     assert all(len(s) <= 255 for s in rr.strings)
@@ -315,9 +311,7 @@ def test_both_verifiers_fail_a_tampered_message(
 ) -> None:
     tampered = tamper(signed_message)
     assert tampered != signed_message
-    detail = verify_mail_dkim_detailed(
-        tampered, dns_host=dns_server.host, dns_port=dns_server.port
-    )
+    detail = verify_mail_dkim_detailed(tampered, dns_host=dns_server.host, dns_port=dns_server.port)
     assert [result for result, _ in detail] == ["fail"], detail
 
     ok, output = verify_opendkim(

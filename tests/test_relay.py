@@ -17,10 +17,9 @@ pytestmark = pytest.mark.django_db
 
 
 def send(domain, *recipients: str) -> Message:
-    body = (
-        "From: news@acme.test\r\nTo: {}\r\nSubject: relay test\r\n\r\nHello.\r\n"
-        .format(", ".join(recipients)).encode()
-    )
+    body = "From: news@acme.test\r\nTo: {}\r\nSubject: relay test\r\n\r\nHello.\r\n".format(
+        ", ".join(recipients)
+    ).encode()
     return accept_message(
         sender=Sender(tenant_id=domain.tenant_id),
         mail_from="news@acme.test",
@@ -78,7 +77,10 @@ def test_dns_outcomes(verified_domain, dns_server, mx):
     dns_server.servfail("broken.test")
     dns_server.set_zone("implicit.test", [f"implicit.test. IN A {MX_ADDRESS}"])
     message = send(
-        verified_domain, "a@nullmx.test", "b@nxdomain.dest.test", "c@broken.test",
+        verified_domain,
+        "a@nullmx.test",
+        "b@nxdomain.dest.test",
+        "c@broken.test",
         "d@implicit.test",
     )
     deliver_message(message.pk)
@@ -94,12 +96,15 @@ def test_next_mx_is_tried_when_the_first_is_down(verified_domain, dns_server, mx
     backup = SmtpReceiver("127.0.0.3", settings.SENDMSG_RELAY_PORT, hostname="mx2.two.test")
     backup.start()
     try:
-        dns_server.set_zone("two.test", [
-            "two.test. IN MX 10 mx1.two.test.",
-            "two.test. IN MX 20 mx2.two.test.",
-            "mx1.two.test. IN A 127.0.0.4",  # nothing listens there
-            "mx2.two.test. IN A 127.0.0.3",
-        ])
+        dns_server.set_zone(
+            "two.test",
+            [
+                "two.test. IN MX 10 mx1.two.test.",
+                "two.test. IN MX 20 mx2.two.test.",
+                "mx1.two.test. IN A 127.0.0.4",  # nothing listens there
+                "mx2.two.test. IN A 127.0.0.3",
+            ],
+        )
         message = send(verified_domain, "zoe@two.test")
         deliver_message(message.pk)
         recipient = Recipient.objects.get(message=message)
@@ -131,11 +136,13 @@ def test_expired_lease_is_taken_over_and_a_lost_lease_records_nothing(verified_d
     assert deliver_message(message.pk) == 1  # the lease ran out: picked up again
     assert states(message)["alice@dest.test"][0] == "delivered"
     # the first worker comes back late: its outcome is not recorded over the real one
-    from delivery.replies import SmtpReply
     from delivery.models import EventType
+    from delivery.replies import SmtpReply
 
     assert not claimed.finish(
-        state=RecipientState.BOUNCED, reply=SmtpReply(550, "5.0.0", "late"),
-        lease_token=token, event=EventType.BOUNCED,
+        state=RecipientState.BOUNCED,
+        reply=SmtpReply(550, "5.0.0", "late"),
+        lease_token=token,
+        event=EventType.BOUNCED,
     )
     assert states(message)["alice@dest.test"][0] == "delivered"

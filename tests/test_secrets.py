@@ -9,7 +9,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from django.db import connection
 
-from delivery.credentials import check_api_key, check_smtp_login, create_api_key, create_smtp_credential
+from delivery.credentials import (
+    check_api_key,
+    check_smtp_login,
+    create_api_key,
+    create_smtp_credential,
+)
 from domains import crypto
 from domains.models import DkimKey
 from domains.tenancy import add_domain

@@ -15,7 +15,6 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from django.conf import settings
 
 from tests.conftest import platform_env
 from tests.peers.ports import free_port
@@ -57,24 +56,32 @@ def admin_login(base: str, username: str, password: str) -> str:
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     opener.open(f"{base}/admin/login/", timeout=10).read()
     token = next(c.value for c in jar if c.name == "csrftoken")
-    form = urllib.parse.urlencode({
-        "csrfmiddlewaretoken": token, "username": username, "password": password,
-        "next": "/admin/",
-    }).encode()
-    request = urllib.request.Request(f"{base}/admin/login/", data=form,
-                                     headers={"Referer": f"{base}/admin/login/"})
+    form = urllib.parse.urlencode(
+        {
+            "csrfmiddlewaretoken": token,
+            "username": username,
+            "password": password,
+            "next": "/admin/",
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"{base}/admin/login/", data=form, headers={"Referer": f"{base}/admin/login/"}
+    )
     with opener.open(request, timeout=10) as response:
         return response.geturl()
 
 
 def test_serve_runs_everything_and_the_readme_steps_work(serve_env, dns_server, mx, tmp_path):
-    serve = ManagedProcess("serve", manage_py("serve"), env=serve_env, cwd=REPO_ROOT,
-                           log_dir=tmp_path)
+    serve = ManagedProcess(
+        "serve", manage_py("serve"), env=serve_env, cwd=REPO_ROOT, log_dir=tmp_path
+    )
     started = time.monotonic()
     serve.start()
     try:
-        ports = [int(serve_env[f"SENDMSG_{n}"]) for n in
-                 ("WEB_PORT", "SUBMISSION_PORT", "SUBMISSION_TLS_PORT", "INBOUND_PORT")]
+        ports = [
+            int(serve_env[f"SENDMSG_{n}"])
+            for n in ("WEB_PORT", "SUBMISSION_PORT", "SUBMISSION_TLS_PORT", "INBOUND_PORT")
+        ]
         for port in ports:
             serve.wait_for_port("127.0.0.1", port, timeout=60)
         serve.wait_for_log("running", timeout=60)
@@ -96,17 +103,38 @@ def test_serve_runs_everything_and_the_readme_steps_work(serve_env, dns_server, 
         manage(serve_env, "tenant", "create", "Shop", "--owner", "owner@shop.test")
         manage(serve_env, "domain", "add", "--tenant", "Shop", "shop.test")
         records = manage(serve_env, "domain", "records", "shop.test")
-        dns_server.set_zone("shop.test", [line for line in records.splitlines()
-                                          if line and not line.startswith(";")])
+        dns_server.set_zone(
+            "shop.test",
+            [line for line in records.splitlines() if line and not line.startswith(";")],
+        )
         assert manage(serve_env, "domain", "check", "shop.test").splitlines()[-1] == "verified"
-        cred = json.loads(manage(serve_env, "smtpcredential", "create", "--tenant", "Shop",
-                                 "--json"))
+        cred = json.loads(
+            manage(serve_env, "smtpcredential", "create", "--tenant", "Shop", "--json")
+        )
         swaks = subprocess.run(
-            ["swaks", "--server", "127.0.0.1", "--port", serve_env["SENDMSG_SUBMISSION_PORT"],
-             "--tls", "--auth", "PLAIN", "--auth-user", cred["username"],
-             "--auth-password", cred["password"], "--from", "hello@shop.test",
-             "--to", "frank@dest.test", "--timeout", "20"],
-            capture_output=True, text=True, timeout=60,
+            [
+                "swaks",
+                "--server",
+                "127.0.0.1",
+                "--port",
+                serve_env["SENDMSG_SUBMISSION_PORT"],
+                "--tls",
+                "--auth",
+                "PLAIN",
+                "--auth-user",
+                cred["username"],
+                "--auth-password",
+                cred["password"],
+                "--from",
+                "hello@shop.test",
+                "--to",
+                "frank@dest.test",
+                "--timeout",
+                "20",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert swaks.returncode == 0, swaks.stdout + swaks.stderr
         assert re.search(r"250 2\.0\.0 Ok: queued as [0-9A-F]+", swaks.stdout)

@@ -113,6 +113,21 @@ def test_submission_refuses_bad_input(platform, verified_domain, client_tls):
     assert not Recipient.objects.exists()
 
 
+@pytest.mark.parametrize("initial_response", [True, False])
+def test_auth_login_mechanism(platform, verified_domain, client_tls, initial_response):
+    from delivery.credentials import create_smtp_credential
+
+    credential, password = create_smtp_credential(tenant=verified_domain.tenant)
+    with submission(client_tls) as client:
+        client.ehlo()
+        client.user, client.password = credential.username, password + "x"
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.auth("LOGIN", client.auth_login, initial_response_ok=initial_response)
+        client.password = password
+        code, text = client.auth("LOGIN", client.auth_login, initial_response_ok=initial_response)
+        assert (code, text) == (235, b"2.7.0 Authentication successful")
+
+
 def test_implicit_tls_port_accepts_authenticated_mail(platform, verified_domain, tls_ca, mx):
     import ssl
 
@@ -129,8 +144,9 @@ def test_implicit_tls_port_accepts_authenticated_mail(platform, verified_domain,
     assert mx.wait_for(1)[0].rcpt_tos == ["carol@dest.test"]
 
 
-def test_django_smtp_email_backend_submits(platform, verified_domain, tls_ca, mx, monkeypatch,
-                                           tmp_path):
+def test_django_smtp_email_backend_submits(
+    platform, verified_domain, tls_ca, mx, monkeypatch, tmp_path
+):
     """Django's own SMTP backend, verifying our certificate, as a tenant's app would use it."""
     from django.core import mail
 
@@ -142,11 +158,18 @@ def test_django_smtp_email_backend_submits(platform, verified_domain, tls_ca, mx
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
     connection = mail.get_connection(
         "django.core.mail.backends.smtp.EmailBackend",
-        host="localhost", port=settings.SENDMSG_SUBMISSION_PORT, username=credential.username,
-        password=password, use_tls=True, timeout=15,
+        host="localhost",
+        port=settings.SENDMSG_SUBMISSION_PORT,
+        username=credential.username,
+        password=password,
+        use_tls=True,
+        timeout=15,
     )
     sent = mail.EmailMessage(
-        "From Django", "Sent by Django's SMTP backend.", "app@acme.test", ["dora@dest.test"],
+        "From Django",
+        "Sent by Django's SMTP backend.",
+        "app@acme.test",
+        ["dora@dest.test"],
         connection=connection,
     ).send()
     assert sent == 1

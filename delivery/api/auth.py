@@ -43,4 +43,8 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
     name = "ApiKey"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "description": "An API key: sm_<prefix>_<secret>"}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key: sm_<prefix>_<secret>",
+        }

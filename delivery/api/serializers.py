@@ -23,8 +23,17 @@ class DomainSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Domain
-        fields = ["id", "name", "display_name", "status", "health_score", "created_at",
-                  "verified_at", "checked_at", "records"]
+        fields = [
+            "id",
+            "name",
+            "display_name",
+            "status",
+            "health_score",
+            "created_at",
+            "verified_at",
+            "checked_at",
+            "records",
+        ]
         read_only_fields = fields
 
     def get_records(self, domain) -> list[dict]:
@@ -42,8 +51,18 @@ class RecipientSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Recipient
-        fields = ["id", "address", "state", "attempts", "next_attempt_at", "last_code",
-                  "last_enhanced", "last_text", "mx_host", "events"]
+        fields = [
+            "id",
+            "address",
+            "state",
+            "attempts",
+            "next_attempt_at",
+            "last_code",
+            "last_enhanced",
+            "last_text",
+            "mx_host",
+            "events",
+        ]
 
 
 class MessageSerializer(serializers.ModelSerializer):
@@ -51,5 +70,15 @@ class MessageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Message
-        fields = ["id", "queue_id", "source", "mail_from", "header_from", "subject",
-                  "message_id", "size", "created_at", "recipients"]
+        fields = [
+            "id",
+            "queue_id",
+            "source",
+            "mail_from",
+            "header_from",
+            "subject",
+            "message_id",
+            "size",
+            "created_at",
+            "recipients",
+        ]

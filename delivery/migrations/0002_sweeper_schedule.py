@@ -5,7 +5,12 @@ def add_schedule(apps, schema_editor):
     Schedule = apps.get_model("django_q", "Schedule")
     Schedule.objects.update_or_create(
         name="delivery sweeper",
-        defaults={"func": "delivery.tasks.sweep", "schedule_type": "I", "minutes": 1, "repeats": -1},
+        defaults={
+            "func": "delivery.tasks.sweep",
+            "schedule_type": "I",
+            "minutes": 1,
+            "repeats": -1,
+        },
     )
 
 

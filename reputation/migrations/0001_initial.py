@@ -6,28 +6,49 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('delivery', '0001_initial'),
-        ('domains', '0001_initial'),
+        ("delivery", "0001_initial"),
+        ("domains", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='InboundReport',
+            name="InboundReport",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('envelope_from', models.CharField(blank=True, max_length=320)),
-                ('peer', models.CharField(blank=True, max_length=64)),
-                ('raw', models.BinaryField()),
-                ('received_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('recipient', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='delivery.recipient')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='inbound_reports', to='domains.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("envelope_from", models.CharField(blank=True, max_length=320)),
+                ("peer", models.CharField(blank=True, max_length=64)),
+                ("raw", models.BinaryField()),
+                (
+                    "received_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                (
+                    "recipient",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="delivery.recipient",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="inbound_reports",
+                        to="domains.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-received_at'],
+                "ordering": ["-received_at"],
             },
         ),
     ]

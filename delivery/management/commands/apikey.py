@@ -20,6 +20,8 @@ class Command(BaseCommand):
             self,
             as_json=options["json"],
             data={"id": api_key.pk, "prefix": api_key.prefix, "key": key},
-            lines=[f"API key: {key}", "It is shown only this once; send it as "
-                   "`Authorization: Bearer <key>`."],
+            lines=[
+                f"API key: {key}",
+                "It is shown only this once; send it as `Authorization: Bearer <key>`.",
+            ],
         )

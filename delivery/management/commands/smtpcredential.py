@@ -13,8 +13,12 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="action", required=True)
         create = sub.add_parser("create", help="Create an SMTP login; prints the password once.")
         create.add_argument("--tenant", required=True)
-        create.add_argument("--domain", action="append", default=[],
-                            help="Limit the login to this domain (repeatable).")
+        create.add_argument(
+            "--domain",
+            action="append",
+            default=[],
+            help="Limit the login to this domain (repeatable).",
+        )
         create.add_argument("--json", action="store_true")
 
     def handle(self, *args, action: str, **options) -> None:
@@ -36,6 +40,9 @@ class Command(BaseCommand):
             self,
             as_json=options["json"],
             data={"id": credential.pk, "username": credential.username, "password": password},
-            lines=[f"SMTP username: {credential.username}", f"SMTP password: {password}",
-                   "The password is shown only this once."],
+            lines=[
+                f"SMTP username: {credential.username}",
+                f"SMTP password: {password}",
+                "The password is shown only this once.",
+            ],
         )

@@ -6,12 +6,12 @@ import asyncio
 import logging
 import signal
 
-from sendmsg.smtp import PlatformSMTP as SMTP
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from delivery.submission import SubmissionHandler
 from reputation.inbound import InboundHandler
+from sendmsg.smtp import PlatformSMTP as SMTP
 from sendmsg.tls import server_context
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,12 @@ def smtp_factory(name: str):
         handler = SubmissionHandler()
         return (
             lambda: SMTP(
-                handler, tls_context=context, require_starttls=True, auth_required=True,
-                auth_require_tls=True, **common,
+                handler,
+                tls_context=context,
+                require_starttls=True,
+                auth_required=True,
+                auth_require_tls=True,
+                **common,
             ),
             None,
         )
@@ -92,5 +96,7 @@ class Command(BaseCommand):
     def handle(self, *args, listeners: list[str], **options) -> None:
         unknown = sorted(set(listeners) - set(LISTENERS))
         if unknown:
-            raise CommandError(f"Unknown listener {unknown[0]!r}; choose from {', '.join(LISTENERS)}.")
+            raise CommandError(
+                f"Unknown listener {unknown[0]!r}; choose from {', '.join(LISTENERS)}."
+            )
         asyncio.run(serve(listeners or list(LISTENERS)))

@@ -30,8 +30,9 @@ class Command(BaseCommand):
         add.add_argument("--json", action="store_true")
         records = sub.add_parser("records", help="Print the DNS records to publish.")
         records.add_argument("domain")
-        check = sub.add_parser("check", help="Check the published records; last line says "
-                                             "verified or pending.")
+        check = sub.add_parser(
+            "check", help="Check the published records; last line says verified or pending."
+        )
         check.add_argument("domain")
 
     def handle(self, *args, action: str, **options) -> None:
@@ -46,8 +47,10 @@ class Command(BaseCommand):
             self,
             as_json=options["json"],
             data={"id": domain.pk, "domain": domain.name, "status": domain.status},
-            lines=[f"Domain {domain.display_name} added ({domain.status}).",
-                   f"Publish its records: manage.py domain records {domain.name}"],
+            lines=[
+                f"Domain {domain.display_name} added ({domain.status}).",
+                f"Publish its records: manage.py domain records {domain.name}",
+            ],
         )
 
     def do_records(self, options: dict) -> None:

@@ -25,5 +25,9 @@ class Command(BaseCommand):
             lines.append("The password is shown only this once.")
         else:
             lines.append(f"Owner: existing account {new.owner.username}.")
-        emit(self, as_json=options["json"], data={"id": new.tenant.pk, "name": new.tenant.name},
-             lines=lines)
+        emit(
+            self,
+            as_json=options["json"],
+            data={"id": new.tenant.pk, "name": new.tenant.name},
+            lines=lines,
+        )

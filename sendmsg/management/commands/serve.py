@@ -20,9 +20,18 @@ def processes() -> dict[str, list[str]]:
     bind = f"{settings.SENDMSG_BIND}:{settings.SENDMSG_WEB_PORT}"
     return {
         "web": [
-            sys.executable, "-m", "gunicorn", "sendmsg.wsgi", "--bind", bind,
-            "--workers", str(settings.SENDMSG_WEB_WORKERS), "--access-logfile", "-",
-            "--chdir", str(settings.BASE_DIR),
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "sendmsg.wsgi",
+            "--bind",
+            bind,
+            "--workers",
+            str(settings.SENDMSG_WEB_WORKERS),
+            "--access-logfile",
+            "-",
+            "--chdir",
+            str(settings.BASE_DIR),
         ],
         "smtp": [*manage, "smtpd"],
         "workers": [*manage, "qcluster"],
