@@ -176,3 +176,33 @@ def test_django_smtp_email_backend_submits(
     received = mx.wait_for(1)[0]
     assert received.rcpt_tos == ["dora@dest.test"]
     assert b"Subject: From Django" in received.data
+
+
+def test_sweeper_hands_a_crashed_workers_recipient_to_the_cluster(platform, verified_domain, mx):
+    """A worker died holding a lease: once it expires, the sweeper's wake-up delivers it."""
+    from django.utils import timezone
+
+    from delivery.accept import Sender, accept_message
+    from delivery.models import Source
+    from delivery.tasks import sweep
+
+    mx.hang_after("CONNECT")  # hold the first delivery so we can play the crashed worker
+    message = accept_message(
+        sender=Sender(tenant_id=verified_domain.tenant_id),
+        mail_from="news@acme.test",
+        recipients=["erin@dest.test"],
+        raw=b"From: news@acme.test\r\nTo: erin@dest.test\r\nSubject: swept\r\n\r\nx\r\n",
+        source=Source.API,
+    )
+    wait_until(lambda: Recipient.objects.filter(message=message, state="sending").exists())
+    # The worker "crashed": its lease has run out, and the receiver works again.
+    mx.hang_after(None)
+    Recipient.objects.filter(message=message).update(
+        lease_until=timezone.now(), lease_token="crashed-worker"
+    )
+    assert sweep() >= 1
+    recipient = wait_until(
+        lambda: Recipient.objects.filter(message=message, state="delivered").first()
+    )
+    assert recipient.events.filter(type="delivered").count() == 1
+    assert any(m.rcpt_tos == ["erin@dest.test"] for m in mx.messages)
