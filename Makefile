@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends --no-upgrade
 # The real peers the tests start: DNS server, DKIM verifiers, an SMTP client.
-TEST_PACKAGES := unbound swaks libnet-ssleay-perl libmail-dkim-perl opendkim opendkim-tools
+TEST_PACKAGES := unbound swaks libnet-ssleay-perl libmail-dkim-perl opendkim opendkim-tools chromium
 
 .PHONY: run test install install-test peers clean
 

@@ -39,20 +39,31 @@ OVERSIGNED = (
 )
 
 
+ALGORITHMS = {"rsa": b"rsa-sha256", "ed25519": b"ed25519-sha256"}
+
+
 def header_list(data: bytes) -> list[bytes]:
     headers = BytesHeaderParser(policy=compat32).parsebytes(data)
     present = [name.lower() for name in headers.keys() if name.lower() in SIGNED]
     return [name.encode() for name in present + list(OVERSIGNED)]
 
 
-def sign(data: bytes, *, key: DkimKey) -> bytes:
-    """``data`` (CRLF line endings) with a DKIM-Signature header prepended; no l= tag."""
-    signature = dkim.sign(
-        data,
-        selector=key.selector.encode(),
-        domain=key.domain.name.encode(),
-        privkey=key.private_key_pem(),
-        canonicalize=(b"relaxed", b"relaxed"),
-        include_headers=header_list(data),
-    )
-    return signature + data
+def sign(data: bytes, *, keys: list[DkimKey]) -> bytes:
+    """``data`` (CRLF line endings) with one DKIM-Signature per key prepended; no l= tag.
+
+    Each signature covers the message as given (DKIM-Signature headers are never in h=),
+    so RSA and Ed25519 signatures (RFC 8463 dual signing) verify independently.
+    """
+    headers = header_list(data)
+    signatures = b""
+    for key in keys:
+        signatures += dkim.sign(
+            data,
+            selector=key.selector.encode(),
+            domain=key.domain.name.encode(),
+            privkey=key.private_key_pem(),
+            signature_algorithm=ALGORITHMS[key.algorithm],
+            canonicalize=(b"relaxed", b"relaxed"),
+            include_headers=headers,
+        )
+    return signatures + data

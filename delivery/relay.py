@@ -55,9 +55,9 @@ def deliver_message(message_id: int) -> int:
 
 
 def sign_message(message: Message) -> bytes:
-    key = message.domain.active_dkim_key()
+    keys = message.domain.signing_keys()
     data = bytes(message.raw)
-    return dkim_sign.sign(data, key=key) if key is not None else data
+    return dkim_sign.sign(data, keys=keys) if keys else data
 
 
 def deliver_domain(

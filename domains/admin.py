@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from domains.models import DkimKey, Domain, Membership, Tenant
+from domains.models import DkimKey, Domain, DomainCheck, DomainEvent, Membership, Tenant
 
 
 class MembershipInline(admin.TabularInline):
@@ -27,24 +27,40 @@ class MembershipAdmin(admin.ModelAdmin):
 class DkimKeyInline(admin.TabularInline):
     model = DkimKey
     extra = 0
-    fields = ["selector", "algorithm", "bits", "active", "created_at"]
+    fields = ["selector", "algorithm", "bits", "state", "created_at", "activated_at", "retired_at"]
     readonly_fields = fields
     can_delete = False
 
 
 @admin.register(Domain)
 class DomainAdmin(admin.ModelAdmin):
-    list_display = ["name", "tenant", "status", "health_score", "checked_at"]
-    list_filter = ["status"]
+    list_display = ["name", "tenant", "status", "health_score", "score_partial", "checked_at"]
+    list_filter = ["status", "score_partial"]
     search_fields = ["name", "tenant__name"]
     inlines = [DkimKeyInline]
 
 
 @admin.register(DkimKey)
 class DkimKeyAdmin(admin.ModelAdmin):
-    list_display = ["selector", "domain", "algorithm", "bits", "active", "created_at"]
-    list_filter = ["algorithm", "active"]
+    list_display = ["selector", "domain", "algorithm", "bits", "state", "created_at"]
+    list_filter = ["algorithm", "state"]
     search_fields = ["selector", "domain__name"]
     # The encrypted private key is never shown, not even to operators.
     exclude = ["private_key_encrypted"]
     readonly_fields = ["public_key"]
+
+
+@admin.register(DomainCheck)
+class DomainCheckAdmin(admin.ModelAdmin):
+    list_display = ["domain", "checked_at", "score", "partial", "verified"]
+    list_filter = ["partial", "verified"]
+    search_fields = ["domain__name"]
+    raw_id_fields = ["domain"]
+
+
+@admin.register(DomainEvent)
+class DomainEventAdmin(admin.ModelAdmin):
+    list_display = ["type", "domain", "created_at", "message"]
+    list_filter = ["type"]
+    search_fields = ["domain__name", "message"]
+    raw_id_fields = ["domain", "tenant"]

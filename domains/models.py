@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -51,7 +53,7 @@ class Membership(models.Model):
 class DomainStatus(models.TextChoices):
     PENDING = "pending", "Pending: publish the DNS records, then check"
     VERIFIED = "verified", "Verified: may send"
-    DISABLED = "disabled", "Disabled"
+    DISABLED = "disabled", "Disabled by the tenant"
 
 
 class DomainQuerySet(models.QuerySet):
@@ -74,6 +76,11 @@ class Domain(models.Model):
     verified_at = models.DateTimeField(null=True, blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)
     health_score = models.PositiveSmallIntegerField(null=True, blank=True)
+    score_partial = models.BooleanField(
+        default=False, help_text="Some checks could not be answered; the score covers the rest."
+    )
+    # The status a check last established; a disabled domain returns to it when enabled.
+    dns_verified = models.BooleanField(default=False)
 
     objects = DomainQuerySet.as_manager()
 
@@ -92,23 +99,55 @@ class Domain(models.Model):
         """The tenant-side host that CNAMEs to the platform's return-path domain."""
         return f"{settings.SENDMSG_RETURN_PATH_LABEL}.{self.name}"
 
-    def active_dkim_key(self) -> DkimKey | None:
-        return self.dkim_keys.filter(active=True).order_by("-created_at").first()
+    def signing_keys(self) -> list[DkimKey]:
+        """The keys mail is signed with now: at most one per algorithm."""
+        return list(self.dkim_keys.filter(state=KeyState.ACTIVE).order_by("algorithm"))
 
-    def record_check(self, *, passed: bool, score: int) -> None:
-        """Store a check's outcome; a disabled domain stays disabled."""
+    def active_dkim_key(self) -> DkimKey | None:
+        """The active RSA key (every domain has one once set up)."""
+        return (
+            self.dkim_keys.filter(state=KeyState.ACTIVE, algorithm=KeyAlgorithm.RSA)
+            .order_by("-created_at")
+            .first()
+        )
+
+    def listed_keys(self) -> list[DkimKey]:
+        """Keys whose records a tenant should see: pending, active, and retired ones."""
+        return list(self.dkim_keys.order_by("state", "-created_at"))
+
+    def set_verified(self, verified: bool) -> bool:
+        """Record what the DNS checks established; returns True when the status changed."""
         now = timezone.now()
-        self.checked_at = now
-        self.health_score = score
+        before = self.status
+        self.dns_verified = verified
+        if verified and not self.verified_at:
+            self.verified_at = now
         if self.status != DomainStatus.DISABLED:
-            if passed and self.status != DomainStatus.VERIFIED:
-                self.verified_at = now
-            self.status = DomainStatus.VERIFIED if passed else DomainStatus.PENDING
-        self.save(update_fields=["checked_at", "health_score", "status", "verified_at"])
+            self.status = DomainStatus.VERIFIED if verified else DomainStatus.PENDING
+        self.save(update_fields=["dns_verified", "verified_at", "status"])
+        return self.status != before
+
+    def disable(self) -> None:
+        self.status = DomainStatus.DISABLED
+        self.save(update_fields=["status"])
+
+    def enable(self) -> None:
+        self.status = DomainStatus.VERIFIED if self.dns_verified else DomainStatus.PENDING
+        self.save(update_fields=["status"])
 
 
 class KeyAlgorithm(models.TextChoices):
     RSA = "rsa", "RSA"
+    ED25519 = "ed25519", "Ed25519 (RFC 8463)"
+
+
+class KeyState(models.TextChoices):
+    PENDING = "pending", "Pending: publish its record; signing switches once it is seen"
+    ACTIVE = "active", "Active: signing"
+    RETIRED = (
+        "retired",
+        "Retired: no longer signs; its record can be removed after the grace period",
+    )
 
 
 class DkimKey(models.Model):
@@ -118,14 +157,21 @@ class DkimKey(models.Model):
     selector = models.CharField(max_length=63)
     algorithm = models.CharField(max_length=8, choices=KeyAlgorithm.choices)
     bits = models.PositiveSmallIntegerField(null=True, blank=True)
-    public_key = models.TextField(help_text="Base64 of the DER public key, as in p= of the record.")
+    public_key = models.TextField(help_text="Base64 public key, as in p= of the record.")
     private_key_encrypted = models.BinaryField()
-    active = models.BooleanField(default=True)
+    state = models.CharField(max_length=8, choices=KeyState.choices, default=KeyState.PENDING)
     created_at = models.DateTimeField(default=timezone.now)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["domain", "selector"], name="unique_selector")
+            models.UniqueConstraint(fields=["domain", "selector"], name="unique_selector"),
+            models.UniqueConstraint(
+                fields=["domain", "algorithm"],
+                condition=models.Q(state="active"),
+                name="one_active_key_per_algorithm",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -139,5 +185,58 @@ class DkimKey(models.Model):
     def record_value(self) -> str:
         return f"v=DKIM1; k={self.algorithm}; p={self.public_key}"
 
+    @property
+    def removable_after(self):
+        """When a retired key's record may be deleted from DNS (signatures made with it
+        can still be verified until then)."""
+        if self.retired_at is None:
+            return None
+        return self.retired_at + timedelta(days=settings.SENDMSG_DKIM_RETIRE_GRACE_DAYS)
+
     def private_key_pem(self) -> bytes:
         return crypto.decrypt(self.private_key_encrypted)
+
+
+class DomainCheck(models.Model):
+    """One run of the DNS checks: the history behind the health score chart."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="checks")
+    checked_at = models.DateTimeField(default=timezone.now, db_index=True)
+    score = models.PositiveSmallIntegerField()
+    partial = models.BooleanField(default=False)
+    verified = models.BooleanField(default=False)
+    results = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["-checked_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.domain} {self.score} at {self.checked_at:%Y-%m-%d %H:%M}"
+
+    def status_of(self, name: str) -> str | None:
+        return next((r["status"] for r in self.results if r["name"] == name), None)
+
+
+class DomainEventType(models.TextChoices):
+    VERIFIED = "domain.verified", "The domain's records check out: it may send"
+    UNVERIFIED = "domain.unverified", "A required record is gone: the domain may not send"
+    SCORE_CHANGED = "domain.score_changed", "The health score changed"
+    CHECK_CHANGED = "domain.check_changed", "A check's state changed"
+    KEY_ACTIVATED = "domain.key_activated", "A new DKIM key was seen in DNS and now signs"
+    KEY_RETIRED = "domain.key_retired", "A DKIM key stopped signing"
+
+
+class DomainEvent(models.Model):
+    """A change in a domain's DNS health; fed to webhooks by the delivery side later."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="events")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="domain_events")
+    type = models.CharField(max_length=32, choices=DomainEventType.choices)
+    message = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.domain}"

@@ -10,7 +10,7 @@ from django.contrib.auth.models import AbstractUser
 from django.db import transaction
 
 from domains.dkim_keys import generate_dkim_key
-from domains.models import Domain, Membership, Role, Tenant
+from domains.models import Domain, KeyState, Membership, Role, Tenant
 from domains.names import InvalidDomain, normalize_domain
 
 
@@ -57,8 +57,19 @@ def add_domain(*, tenant: Tenant, name: str) -> Domain:
         raise TenancyError(f"{ascii_name} is already registered.")
     with transaction.atomic():
         domain = Domain.objects.create(tenant=tenant, name=ascii_name)
-        generate_dkim_key(domain=domain)
+        # The first key signs from the start: nothing is sent before the domain is
+        # verified, and verification needs this key's record.
+        generate_dkim_key(domain=domain, state=KeyState.ACTIVE)
     return domain
+
+
+def delete_domain(*, domain: Domain) -> None:
+    """Delete a domain and its keys; refused while messages refer to it (disable it)."""
+    if domain.messages.exists():
+        raise TenancyError(
+            f"{domain.name} has sent mail, whose history refers to it: disable it instead."
+        )
+    domain.delete()
 
 
 def tenants_of(user) -> list[Tenant]:

@@ -59,6 +59,11 @@ SENDMSG_MAX_RECIPIENTS = env_int("SENDMSG_MAX_RECIPIENTS", 100)
 SENDMSG_LEASE_SECONDS = env_int("SENDMSG_LEASE_SECONDS", 15 * 60)
 SENDMSG_MESSAGE_EXPIRY_HOURS = env_int("SENDMSG_MESSAGE_EXPIRY_HOURS", 72)
 SENDMSG_SWEEP_BATCH = env_int("SENDMSG_SWEEP_BATCH", 1000)
+# Days a retired DKIM key's record stays listed before it may be removed from DNS.
+SENDMSG_DKIM_RETIRE_GRACE_DAYS = env_int("SENDMSG_DKIM_RETIRE_GRACE_DAYS", 7)
+# Domain re-checks: verified domains every RECHECK minutes, pending ones more often.
+SENDMSG_DOMAIN_RECHECK_MINUTES = env_int("SENDMSG_DOMAIN_RECHECK_MINUTES", 60)
+SENDMSG_PENDING_RECHECK_MINUTES = env_int("SENDMSG_PENDING_RECHECK_MINUTES", 5)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -122,6 +127,22 @@ def _database(url: str) -> dict:
         config["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
     return config
 
+
+# Shared by every process on a host (rate limits): files in the data folder by default,
+# or a redis:// URL when processes run on several hosts.
+SENDMSG_CACHE = env_str("SENDMSG_CACHE", "file")
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(DATA_DIR / "cache"),
+        }
+        if SENDMSG_CACHE == "file"
+        else {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": SENDMSG_CACHE}
+    )
+}
+# Public deliverability checks per client address and minute.
+SENDMSG_PUBLIC_CHECK_PER_MINUTE = env_int("SENDMSG_PUBLIC_CHECK_PER_MINUTE", 10)
 
 DATABASES = {
     "default": _database(env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'sendmsg.sqlite3'}"))

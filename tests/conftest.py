@@ -23,6 +23,7 @@ MX_ADDRESS = "127.0.0.2"  # the recipients' MX (dest.test) listens here
 PLATFORM_ZONE = [
     "rp.sendmsg.test. IN MX 10 mx.sendmsg.test.",
     'rp.sendmsg.test. IN TXT "v=spf1 ip4:127.0.0.1 -all"',
+    'spf.rp.sendmsg.test. IN TXT "v=spf1 ip4:127.0.0.1 -all"',
     "mx.sendmsg.test. IN A 127.0.0.1",
 ]
 DEST_ZONE = [

@@ -2,7 +2,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from delivery.api.views import DomainViewSet, MessageViewSet
+from delivery.api.domain_views import DomainViewSet
+from delivery.api.views import MessageViewSet
 
 router = DefaultRouter()
 router.register("domains", DomainViewSet, basename="domain")

@@ -2,9 +2,8 @@
 
 from rest_framework import viewsets
 
-from delivery.api.serializers import DomainSerializer, MessageSerializer
+from delivery.api.serializers import MessageSerializer
 from delivery.models import Message
-from domains.models import Domain
 
 
 class TenantScoped:
@@ -16,14 +15,6 @@ class TenantScoped:
         if getattr(self, "swagger_fake_view", False):
             return self.model.objects.none()
         return self.model.objects.filter(tenant=self.request.auth.tenant)
-
-
-class DomainViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
-    model = Domain
-    serializer_class = DomainSerializer
-
-    def get_queryset(self):
-        return self.tenant_queryset().prefetch_related("dkim_keys")
 
 
 class MessageViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):

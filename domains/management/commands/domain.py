@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from domains.dns_checks import check_domain
+from domains.checks.run import check_domain
 from domains.models import Domain
 from domains.names import InvalidDomain, normalize_domain
 from domains.records import records_for
@@ -65,6 +65,9 @@ class Command(BaseCommand):
         report = check_domain(domain)
         for result in report.results:
             self.stdout.write(f"{result.name}: {result.status} - {result.message}")
-        self.stdout.write(f"score: {report.score}")
+        partial = " (partial: some checks got no DNS answer)" if report.partial else ""
+        self.stdout.write(f"score: {report.score}{partial}")
+        for event in report.events:
+            self.stdout.write(f"event: {event.type} - {event.message}")
         domain.refresh_from_db()
         self.stdout.write(domain.status)

@@ -1,0 +1,1 @@
+"""DNS checks of sending domains: one module per subject, each returning CheckResults."""
