@@ -1,5 +1,7 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from domains.checks.run import check_domain
+from domains.dkim_keys import KeyActionError, start_rotation
 from domains.models import DkimKey, Domain, DomainCheck, DomainEvent, Membership, Tenant
 
 
@@ -37,7 +39,38 @@ class DomainAdmin(admin.ModelAdmin):
     list_display = ["name", "tenant", "status", "health_score", "score_partial", "checked_at"]
     list_filter = ["status", "score_partial"]
     search_fields = ["name", "tenant__name"]
+    readonly_fields = ["dns_verified", "verified_at", "checked_at", "health_score", "score_partial"]
     inlines = [DkimKeyInline]
+    actions = ["check_now", "rotate_key", "disable", "enable"]
+
+    @admin.action(description="Check DNS now")
+    def check_now(self, request, queryset):
+        for domain in queryset:
+            report = check_domain(domain)
+            state = {True: "verified", False: "not verified", None: "undetermined"}
+            self.message_user(
+                request, f"{domain.name}: score {report.score}, {state[report.verified]}."
+            )
+
+    @admin.action(description="Rotate the RSA DKIM key (switches once DNS serves it)")
+    def rotate_key(self, request, queryset):
+        for domain in queryset:
+            try:
+                key = start_rotation(domain=domain)
+            except KeyActionError as exc:
+                self.message_user(request, f"{domain.name}: {exc}", messages.WARNING)
+            else:
+                self.message_user(request, f"{domain.name}: publish {key.record_name}.")
+
+    @admin.action(description="Disable (refuse mail from these domains)")
+    def disable(self, request, queryset):
+        for domain in queryset:
+            domain.disable()
+
+    @admin.action(description="Enable")
+    def enable(self, request, queryset):
+        for domain in queryset:
+            domain.enable()
 
 
 @admin.register(DkimKey)

@@ -70,3 +70,23 @@ def verified_domain_rows(owner):
         source=Source.API,
     )
     return domain
+
+
+def test_operator_actions_on_domains(admin_user, owner, dns_server):
+    from domains.models import Domain, KeyState
+    from domains.tenancy import add_domain
+    from tests.conftest import publish_domain
+
+    domain = add_domain(tenant=owner[0], name="ops.test")
+    publish_domain(dns_server, "ops.test")
+    client = Client()
+    client.force_login(admin_user)
+    url = reverse("admin:domains_domain_changelist")
+    for action in ("check_now", "rotate_key", "disable"):
+        response = client.post(url, {"action": action, "_selected_action": [domain.pk]},
+                               follow=True)
+        assert response.status_code == 200
+    domain = Domain.objects.get(pk=domain.pk)
+    assert domain.dns_verified and domain.status == "disabled"
+    assert domain.dkim_keys.filter(state=KeyState.PENDING).count() == 1
+    assert domain.checks.count() == 1
