@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.utils import timezone
 
@@ -12,6 +13,7 @@ from delivery.models import ApiKey, SmtpCredential
 from domains.models import Domain, Tenant
 
 SMTP_PURPOSE = "smtp password"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 API_PURPOSE = "api key"
 
 
@@ -61,7 +63,7 @@ def check_smtp_login(username: str, password: str) -> SmtpIdentity | None:
         return None
     if not matches(password, credential.password_hash, purpose=SMTP_PURPOSE):
         return None
-    SmtpCredential.objects.filter(pk=credential.pk).update(last_used_at=timezone.now())
+    _touch(credential)
     return SmtpIdentity(
         credential_id=credential.pk,
         tenant_id=credential.tenant_id,
@@ -88,5 +90,36 @@ def check_api_key(key: str) -> ApiKey | None:
         .first()
     )
     if api_key is not None:
-        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
+        _touch(api_key)
     return api_key
+
+
+def _touch(row: SmtpCredential | ApiKey) -> None:
+    """Record a use, at most once a minute: no write per message on the hot path."""
+    now = timezone.now()
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        type(row).objects.filter(pk=row.pk).update(last_used_at=now)
+        row.last_used_at = now
+
+
+def revoke(row: SmtpCredential | ApiKey) -> None:
+    row.revoked = True
+    row.save(update_fields=["revoked"])
+
+
+def rotate_smtp_credential(credential: SmtpCredential) -> tuple[SmtpCredential, str]:
+    """A new login with the same tenant, description and domain limits; the old one is
+    revoked. Returns the new login and its password (shown once)."""
+    new, password = create_smtp_credential(
+        tenant=credential.tenant,
+        domains=list(credential.domains.all()),
+        description=credential.description,
+    )
+    revoke(credential)
+    return new, password
+
+
+def rotate_api_key(api_key: ApiKey) -> tuple[ApiKey, str]:
+    new, key = create_api_key(tenant=api_key.tenant, name=api_key.name)
+    revoke(api_key)
+    return new, key

@@ -2,12 +2,15 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from delivery.api.credential_views import ApiKeyViewSet, SmtpCredentialViewSet
 from delivery.api.domain_views import DomainViewSet
 from delivery.api.views import MessageViewSet
 
 router = DefaultRouter()
 router.register("domains", DomainViewSet, basename="domain")
 router.register("messages", MessageViewSet, basename="message")
+router.register("smtp-credentials", SmtpCredentialViewSet, basename="smtp-credential")
+router.register("api-keys", ApiKeyViewSet, basename="api-key")
 
 urlpatterns = [
     path(
