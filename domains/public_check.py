@@ -67,6 +67,17 @@ _SELECTOR_SEPARATORS = re.compile(r"[\s,]+")
 _DEADLINE_LIFETIMES = 3
 
 
+SELECTOR_STATES = {
+    "ok": "Key found",
+    "weak": "Weak key",
+    "too_weak": "Key too short",
+    "revoked": "Revoked (empty p=)",
+    "invalid": "Unreadable record",
+    "missing": "Not found",
+    "unknown": "No DNS answer",
+}
+
+
 class InvalidCheckRequest(ValueError):
     """The domain or a selector cannot be checked; the message says why, for the visitor."""
 
@@ -91,6 +102,7 @@ class SelectorLookup:
             "selector": self.selector,
             "record_name": self.record_name,
             "state": self.state,
+            "state_label": SELECTOR_STATES[self.state],
             "found": self.found,
             "key_type": self.key_type,
             "bits": self.bits,
@@ -131,6 +143,11 @@ class PublicReport:
     def result(self, name: str) -> CheckResult:
         return next(r for r in self.results if r.name == name)
 
+    @property
+    def dkim_selectors(self) -> list[dict[str, Any]]:
+        """What each selector tried serves (see SelectorLookup.as_dict)."""
+        return self.result("dkim").details["selectors"]
+
     def rows(self) -> list[dict[str, Any]]:
         """Each result with its points and weight scaled so the weights add up to 100."""
         scale = 100 / sum(PUBLIC_WEIGHTS.values())
@@ -166,10 +183,12 @@ class PublicReport:
 
 def clean_domain(name: str) -> str:
     """The A-label form of a domain a visitor typed; raises InvalidCheckRequest."""
+    if not (name or "").strip():
+        raise InvalidCheckRequest("Enter the domain to check, e.g. example.com.")
     try:
-        domain = normalize_domain(name or "")
+        domain = normalize_domain(name)
     except InvalidDomain as exc:
-        raise InvalidCheckRequest(f"{str(exc).capitalize()}.") from None
+        raise InvalidCheckRequest(f"{exc}.") from None
     labels = domain.split(".")
     if labels[-1].isdigit():
         raise InvalidCheckRequest(f"{name!r} is an IP address, not a domain name.")
@@ -181,9 +200,10 @@ def clean_domain(name: str) -> str:
     return domain
 
 
-def clean_selectors(values: list[str] | None) -> list[str]:
+def clean_selectors(values: list[str] | None, *, domain: str | None = None) -> list[str]:
     """Selectors from form or query values; each value may hold several, split by commas or
-    spaces. Duplicates dropped, order kept; raises InvalidCheckRequest."""
+    spaces. Duplicates dropped, order kept; raises InvalidCheckRequest. With ``domain``
+    (cleaned), also that each record name fits in DNS."""
     selectors: list[str] = []
     for value in values or []:
         for raw in _SELECTOR_SEPARATORS.split(value.strip()):
@@ -203,6 +223,11 @@ def clean_selectors(values: list[str] | None) -> list[str]:
         raise InvalidCheckRequest(
             f"Give at most {MAX_SELECTORS} DKIM selectors at once (got {len(selectors)})."
         )
+    for selector in selectors:
+        if domain is not None and len(_record_name(selector, domain)) > 253:
+            raise InvalidCheckRequest(
+                f"The selector {selector!r} makes the DKIM record name longer than DNS allows."
+            )
     return selectors
 
 
@@ -217,13 +242,9 @@ def audit_domain(
     Raises InvalidCheckRequest for a name or selector that cannot be checked.
     """
     domain = clean_domain(name)
-    given = clean_selectors(selectors)
-    tried = given or list(COMMON_SELECTORS)
-    too_long = [s for s in tried if len(_record_name(s, domain)) > 253]
-    if too_long:
-        raise InvalidCheckRequest(
-            f"The selector {too_long[0]!r} makes the DKIM record name longer than DNS allows."
-        )
+    given = clean_selectors(selectors, domain=domain)
+    # The common selectors are short; on a name too long for them there is nothing to find.
+    tried = given or [s for s in COMMON_SELECTORS if len(_record_name(s, domain)) <= 253]
     resolver = make_resolver(timeout=timeout)
     pool = ThreadPoolExecutor(max_workers=len(ORDER) - 1 + len(tried))
     try:
@@ -263,7 +284,8 @@ def audit_domain(
             for n, f in checks.items()
         }
     finally:
-        # Threads still waiting on DNS end on their own at the resolver's lifetime.
+        # Checks still running finish on their own (every query they make is bounded by
+        # the resolver's lifetime); only this request stops waiting for them.
         pool.shutdown(wait=False, cancel_futures=True)
     by_name["dkim"] = _dkim_verdict(domain, outcomes, common=not given)
     by_name["spf"] = _public_spf(by_name["spf"], domain)
@@ -375,14 +397,16 @@ def _dkim_verdict(domain: str, outcomes: list[SelectorLookup], *, common: bool) 
     if usable:
         strong = any(o.state == "ok" for o in usable)
         messages = [o.message for o in usable + broken]
-        messages += [o.message for o in failed]
+        if failed:
+            messages.append(_no_answer(failed))
         points = WEIGHTS["dkim"] if strong else WEIGHTS["dkim"] / 2
-        if strong and not broken:
+        if not broken and all(o.state == "ok" for o in usable):
             return ok("dkim", " ".join(messages), points=points, **details)
         return warning("dkim", " ".join(messages), points=points, **details)
     if failed:
-        messages = [o.message for o in failed + broken]
-        return unknown("dkim", " ".join(messages) + " Try again.", **details)
+        # The key may well be at a selector DNS did not answer for.
+        messages = [o.message for o in broken]
+        return unknown("dkim", " ".join([*messages, _no_answer(failed), "Try again."]), **details)
     if broken:
         messages = [o.message for o in broken]
         if any(o.state == "missing" for o in broken):
@@ -395,6 +419,11 @@ def _dkim_verdict(domain: str, outcomes: list[SelectorLookup], *, common: bool) 
         f"{domain} is unsigned: enter the selector to check it. {hint}"
     )
     return warning("dkim", " ".join(messages), **details)
+
+
+def _no_answer(failed: list[SelectorLookup]) -> str:
+    selectors = ", ".join(o.selector for o in failed)
+    return f"No DNS answer for the DKIM selector(s) {selectors} ({failed[0].message})."
 
 
 # -- re-wording the tenant checks ---------------------------------------------------------

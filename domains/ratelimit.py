@@ -43,9 +43,11 @@ def client_address(request: HttpRequest) -> str:
         address = ipaddress.ip_address(raw)
     except ValueError:
         return raw
-    if address.version == 6 and address.ipv4_mapped is None:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # ::ffff:192.0.2.1 from a dual-stack socket
+            return str(address.ipv4_mapped)
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address.ipv4_mapped or address)
+    return str(address)
 
 
 def hit(*, scope: str, client: str, limit: int, window: int = 60) -> Allowance:

@@ -55,6 +55,19 @@ SENDMSG_RELAY_ALLOW_PRIVATE = env_bool("SENDMSG_RELAY_ALLOW_PRIVATE", False)
 SENDMSG_RELAY_TIMEOUT = env_int("SENDMSG_RELAY_TIMEOUT", 60)
 SENDMSG_MESSAGE_SIZE_LIMIT = env_int("SENDMSG_MESSAGE_SIZE_LIMIT", 25 * 1024 * 1024)
 SENDMSG_MAX_RECIPIENTS = env_int("SENDMSG_MAX_RECIPIENTS", 100)
+# SMTP submission limits: idle timeout (seconds, RFC 5321 §4.5.3.2.7), open connections per
+# client address (per process), messages and recipients per session.
+SENDMSG_SMTP_TIMEOUT = env_int("SENDMSG_SMTP_TIMEOUT", 300)
+SENDMSG_SMTP_MAX_CONNECTIONS_PER_ADDRESS = env_int("SENDMSG_SMTP_MAX_CONNECTIONS_PER_ADDRESS", 50)
+SENDMSG_SMTP_MAX_MESSAGES_PER_SESSION = env_int("SENDMSG_SMTP_MAX_MESSAGES_PER_SESSION", 1000)
+SENDMSG_SMTP_MAX_RECIPIENTS_PER_SESSION = env_int("SENDMSG_SMTP_MAX_RECIPIENTS_PER_SESSION", 10000)
+# Failed SMTP AUTH (delivery/auth_throttle.py): answers slow down from the Nth failure of
+# an address or username (DELAY seconds, doubling), and at LOCKOUT_AFTER failures AUTH is
+# locked for LOCKOUT_SECONDS (also how long failures are remembered).
+SENDMSG_AUTH_SLOWDOWN_AFTER = env_int("SENDMSG_AUTH_SLOWDOWN_AFTER", 3)
+SENDMSG_AUTH_DELAY_SECONDS = float(env_str("SENDMSG_AUTH_DELAY_SECONDS", "1"))
+SENDMSG_AUTH_LOCKOUT_AFTER = env_int("SENDMSG_AUTH_LOCKOUT_AFTER", 10)
+SENDMSG_AUTH_LOCKOUT_SECONDS = env_int("SENDMSG_AUTH_LOCKOUT_SECONDS", 900)
 # How long a worker holds a claimed recipient before the sweeper may hand it to another.
 SENDMSG_LEASE_SECONDS = env_int("SENDMSG_LEASE_SECONDS", 15 * 60)
 SENDMSG_MESSAGE_EXPIRY_HOURS = env_int("SENDMSG_MESSAGE_EXPIRY_HOURS", 72)
@@ -121,7 +134,8 @@ def _database(url: str) -> dict:
         # synchronous=FULL so a 250 after DATA survives a power loss.
         config["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",
-            "timeout": 20,
+            # Seconds a write waits for another process's lock before failing (451 4.3.0).
+            "timeout": env_int("SENDMSG_SQLITE_TIMEOUT", 20),
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
         }
         config["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}

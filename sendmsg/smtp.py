@@ -1,10 +1,14 @@
-"""What every aiosmtpd handler of the platform shares: database calls off the event loop,
-and an error reply that is temporary and tells nothing about our internals."""
+"""What every SMTP listener of the platform shares: database calls off the event loop, an
+error reply that is temporary and tells nothing about our internals, and a protocol
+(``PlatformSMTP``) that puts an enhanced status code on every reply, limits connections
+per client address and says goodbye when a session times out."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, wraps
@@ -49,9 +53,23 @@ def in_thread(func: Callable[..., T]) -> Callable[..., Any]:
     return wraps(func)(sync_to_async(call, thread_sensitive=False, executor=database_executor()))
 
 
+def in_worker(func: Callable[..., T]) -> Callable[..., Any]:
+    """Run a short blocking call that needs no database (a cache lookup) off the event loop.
+
+    Not on the database thread: there it would wait behind every queued commit.
+    """
+
+    async def call(*args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: func(*args, **kwargs))
+
+    return wraps(func)(call)
+
+
 # RFC 3463 codes for aiosmtpd's own replies, which carry none (RFC 2034 wants one on every
 # 2xx/4xx/5xx reply once ENHANCEDSTATUSCODES is offered).
 DEFAULT_ENHANCED = {
+    "220": "2.0.0",  # "Ready to start TLS"; the greeting comes before EHLO and gets none
     "221": "2.0.0",
     "235": "2.7.0",
     "250": "2.0.0",
@@ -78,23 +96,124 @@ DEFAULT_ENHANCED = {
     "554": "5.0.0",
     "555": "5.5.4",
 }
+# aiosmtpd replies whose code alone would pick the wrong enhanced code.
+SPECIFIC_ENHANCED = {
+    b"500 Line too long": "5.6.0",  # a line of the message (DATA), not a command
+    b"554 Command refused due to lack of security": "5.7.0",
+}
 SINGLE_LINE = re.compile(rb"^([245]\d\d) (?![245]\.\d{1,3}\.\d{1,3}\b)")
+EHLO_LAST_LINE = b"250 HELP"  # the EHLO reply's last line lists a keyword, not a status
+
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address; try again later"
+TIMED_OUT = "421 4.4.2 {host} Error: timeout exceeded; closing connection"
 
 
 def with_enhanced_code(reply: bytes) -> bytes:
     """``reply`` with a default enhanced code if it is a final reply that lacks one."""
     match = SINGLE_LINE.match(reply)
-    if not match or reply == b"250 HELP":  # the EHLO reply's last line lists no status
+    if not match or reply == EHLO_LAST_LINE:
         return reply
-    code = match.group(1).decode()
-    enhanced = DEFAULT_ENHANCED.get(code)
-    if enhanced is None or code == "220":
+    enhanced = next(
+        (code for prefix, code in SPECIFIC_ENHANCED.items() if reply.startswith(prefix)),
+        DEFAULT_ENHANCED.get(match.group(1).decode()),
+    )
+    if enhanced is None:
         return reply
     return reply[:4] + enhanced.encode() + b" " + reply[4:]
 
 
+class ConnectionLimit:
+    """Open connections per client address, shared by the listeners of one process.
+
+    Only the event loop's thread touches it, so it needs no lock. Each process counts its
+    own connections: with several SMTP processes behind one address, the limit applies
+    per process.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: Counter[str] = Counter()
+
+    def admit(self, address: str) -> bool:
+        if self.open[address] >= self.limit:
+            return False
+        self.open[address] += 1
+        return True
+
+    def release(self, address: str) -> None:
+        self.open[address] -= 1
+        if self.open[address] <= 0:
+            del self.open[address]
+
+
+def client_address(peer: Any) -> str:
+    """The IP address of a ``peername`` (IPv4 or IPv6 tuple), or "unknown"."""
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return "unknown"
+
+
 class PlatformSMTP(SMTP):
-    """aiosmtpd's SMTP with an enhanced status code on every final reply."""
+    """aiosmtpd's SMTP protocol, as the platform's listeners need it.
+
+    - Every final reply after EHLO carries an enhanced status code (RFC 2034), aiosmtpd's
+      built-in replies included.
+    - A reply with code 421 closes the connection, as RFC 5321 §3.8 says it does.
+    - With ``connections``, a client address over its limit gets ``421 4.7.0`` instead of
+      the greeting.
+    - ``timeout`` is an idle timeout: it runs from our last reply, and while a message is
+      being received, from the last bytes of it (aiosmtpd counts from the last command,
+      so a long upload or a slow commit would be cut). When it expires the client gets
+      ``421 4.4.2`` before the connection closes (aiosmtpd just closes).
+    """
+
+    def __init__(self, handler: Any, *, connections: ConnectionLimit | None = None, **kwargs):
+        super().__init__(handler, **kwargs)
+        self._connections = connections
+        self._admitted: str | None = None  # the address counted in _connections
+        self._refused = False
+        self._receiving_data = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Called again with the TLS transport after STARTTLS: count the TCP connection once.
+        if self.transport is None and self._connections is not None:
+            address = client_address(transport.get_extra_info("peername"))
+            if self._connections.admit(address):
+                self._admitted = address
+            else:
+                self._refused = True
+                log.warning("connection refused: %s has too many open", address)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._admitted is not None and self._connections is not None:
+            self._connections.release(self._admitted)
+            self._admitted = None
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:  # aiosmtpd < 1.5 internal: greets, then loops
+        if self._refused:
+            await self.push(TOO_MANY_CONNECTIONS)
+            return
+        await super()._handle_client()
+
+    def data_received(self, data: bytes) -> None:
+        if self._receiving_data:
+            self._reset_timeout()
+        super().data_received(data)
+
+    def _timeout_cb(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            reply = TIMED_OUT.format(host=self.hostname)
+            self.transport.write(reply.encode("ascii") + b"\r\n")
+        super()._timeout_cb()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._receiving_data = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._receiving_data = False
 
     async def push(self, status: str | bytes) -> None:
         if isinstance(status, str):
@@ -102,6 +221,10 @@ class PlatformSMTP(SMTP):
         if self.session is not None and self.session.extended_smtp:
             status = with_enhanced_code(status)
         await super().push(status)
+        if status.startswith(b"421 ") and self.transport is not None:
+            self.transport.close()
+        elif self.transport is not None:
+            self._reset_timeout()
 
 
 class BaseHandler:

@@ -198,3 +198,11 @@ def test_recheck_schedule_checks_due_domains(domain, dns_server):
     assert list(due_domains()) == []
     Domain.objects.filter(pk=domain.pk).update(checked_at=timezone.now() - timedelta(hours=2))
     assert list(due_domains()) == [domain]
+
+
+def test_mx_message_names_hosts_once_dotted(domain, dns_server):
+    dns_server.set_zone("good.test", good_zone(domain))
+    mx = check_domain(domain).result("mx")
+    assert mx.message == "good.test receives mail at mx.good.test." and mx.details["hosts"] == [
+        "mx.good.test"
+    ]

@@ -5,6 +5,7 @@ from rest_framework.routers import DefaultRouter
 from delivery.api.credential_views import ApiKeyViewSet, SmtpCredentialViewSet
 from delivery.api.domain_views import DomainViewSet
 from delivery.api.views import MessageViewSet
+from domains.public_views import PublicCheckView
 
 router = DefaultRouter()
 router.register("domains", DomainViewSet, basename="domain")
@@ -25,5 +26,6 @@ urlpatterns = [
         ),
         name="api-docs",
     ),
+    path("public/check/", PublicCheckView.as_view(), name="public-check"),
     path("", include(router.urls)),
 ]

@@ -28,11 +28,8 @@ def check_mx(*, domain: str, resolver: dns.resolver.Resolver) -> CheckResult:
             null_mx=True,
         )
     if hosts:
-        return ok(
-            "mx",
-            f"{domain} receives mail at {', '.join(h for _, h in hosts)}.",
-            hosts=[h for _, h in hosts],
-        )
+        names = [h.rstrip(".") for _, h in hosts]
+        return ok("mx", f"{domain} receives mail at {', '.join(names)}.", hosts=names)
     if has_address:
         return warning(
             "mx",
