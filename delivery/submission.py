@@ -1,13 +1,32 @@
-"""SMTP submission (aiosmtpd handler): AUTH, then MAIL/RCPT/DATA into accept_message."""
+"""SMTP submission (aiosmtpd handler): AUTH, then MAIL/RCPT/DATA into accept_message.
+
+The handler only speaks the protocol: it turns commands into calls of the accept path
+(``delivery/accept.py``) and the credential check, and their results into replies. The
+session limits it enforces (settings, read once when the listener starts):
+
+- messages per session: the MAIL after the last one allowed gets ``421 4.7.0`` and the
+  connection closes (the client reconnects and goes on);
+- recipients per message: the RCPT over ``SENDMSG_MAX_RECIPIENTS`` gets ``452 4.5.3``,
+  which tells a client to send the rest in another transaction (RFC 5321 §4.5.3.1.10);
+- recipients per session: ``452 4.5.3`` at RCPT, then ``421 4.7.0`` at the next MAIL;
+- a non-ASCII address without the SMTPUTF8 parameter: ``553 5.6.7`` (RFC 6531 §3.7.4.1).
+
+Line length, message size, the idle timeout and connections per client address are the
+protocol's business (``sendmsg/smtp.py``, ``delivery/management/commands/smtpd.py``).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
+from dataclasses import dataclass
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
+from django.conf import settings
 
+from delivery import auth_throttle
 from delivery.accept import (
     AcceptError,
     Sender,
@@ -18,11 +37,57 @@ from delivery.accept import (
 )
 from delivery.credentials import SmtpIdentity, check_smtp_login
 from delivery.models import Source
-from sendmsg.smtp import INTERNAL_ERROR, BaseHandler, in_thread
+from sendmsg.smtp import INTERNAL_ERROR, BaseHandler, client_address, in_thread, in_worker
 
 log = logging.getLogger(__name__)
 
+AUTH_OK = "235 2.7.0 Authentication successful"
 AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
+AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure; please try again later"
+SENDER_OK = "250 2.1.0 Sender OK"
+RECIPIENT_OK = "250 2.1.5 Recipient OK"
+DUPLICATE_RECIPIENT = "250 2.1.5 Recipient OK (already given; it gets one copy)"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients; send the rest in another message"
+SESSION_RECIPIENTS = "452 4.5.3 Too many recipients in this session; reconnect for the rest"
+SESSION_MESSAGES = "421 4.7.0 Too many messages in this session; please reconnect"
+SESSION_RECIPIENTS_CLOSE = "421 4.7.0 Too many recipients in this session; please reconnect"
+NEEDS_SMTPUTF8 = "553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter on MAIL FROM"
+
+# RFC 5321 §4.3.2: what may answer the end of DATA. Codes the accept path uses for other
+# stages (553 for an address) become the nearest of these, keeping the enhanced code.
+DATA_REPLY_CODES = {250, 450, 451, 452, 550, 552, 554}
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    messages: int
+    recipients_per_message: int
+    recipients: int
+
+    @classmethod
+    def from_settings(cls) -> SessionLimits:
+        return cls(
+            messages=settings.SENDMSG_SMTP_MAX_MESSAGES_PER_SESSION,
+            recipients_per_message=settings.SENDMSG_MAX_RECIPIENTS,
+            recipients=settings.SENDMSG_SMTP_MAX_RECIPIENTS_PER_SESSION,
+        )
+
+
+@dataclass
+class SessionUsage:
+    """What one session has used so far (kept on aiosmtpd's Session; STARTTLS resets it
+    along with everything else, and nothing can be sent before STARTTLS)."""
+
+    messages: int = 0
+    recipients: int = 0
+
+    @classmethod
+    def of(cls, session: Session) -> SessionUsage:
+        usage = getattr(session, "sendmsg_usage", None)
+        if usage is None:
+            usage = cls()
+            session.sendmsg_usage = usage  # type: ignore[attr-defined]
+        return usage
 
 
 def _sender(session: Session) -> Sender:
@@ -35,19 +100,57 @@ def _check_mail_from(sender: Sender, address: str) -> None:
     check_sender_domain(sender, address, what="Sender")
 
 
+def _data_reply(error: AcceptError) -> str:
+    code = error.code
+    if code not in DATA_REPLY_CODES:
+        code = 550 if code >= 500 else 451
+    return f"{code} {error.enhanced} {error.text}"
+
+
+def _same_recipient(address: str) -> str:
+    """A key under which two spellings of one mailbox compare equal (the domain's case)."""
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
 class SubmissionHandler(BaseHandler):
     """Authenticated submission; every ORM call runs off the event loop (STYLE #7)."""
 
+    def __init__(self, limits: SessionLimits | None = None) -> None:
+        self.limits = limits or SessionLimits.from_settings()
+
+    # -- AUTH ------------------------------------------------------------------------
+
     async def _login(self, server: SMTP, username: bytes, password: bytes) -> AuthResult:
+        """Check a login, throttled per client address and username (auth_throttle)."""
+        assert server.session is not None
+        subject = auth_throttle.Subject(
+            address=client_address(server.session.peer),
+            username=username.decode("utf-8", "replace")[:256],
+        )
         try:
-            user, secret = username.decode(), password.decode()
-        except UnicodeDecodeError:
-            return AuthResult(success=False, handled=False, message=AUTH_FAILED)
-        identity = await in_thread(check_smtp_login)(user, secret)
-        if identity is None:
-            log.warning("AUTH failed user=%r peer=%s", user[:64], server.session.peer[0])
-            return AuthResult(success=False, handled=False, message=AUTH_FAILED)
-        return AuthResult(success=True, handled=False, auth_data=identity)
+            locked_for = await in_worker(auth_throttle.locked_for)(subject)
+            if locked_for:
+                return self._refuse(auth_throttle.locked_reply(locked_for))
+            try:
+                user, secret = username.decode(), password.decode()
+            except UnicodeDecodeError:
+                identity = None
+            else:
+                identity = await in_thread(check_smtp_login)(user, secret)
+            if identity is None:
+                delay = await in_worker(auth_throttle.record_failure)(subject)
+                await asyncio.sleep(delay)
+                return self._refuse(AUTH_FAILED)
+            await in_worker(auth_throttle.record_success)(subject)
+        except Exception:
+            log.exception("AUTH could not be checked for peer=%s", subject.address)
+            return self._refuse(AUTH_UNAVAILABLE)
+        return AuthResult(success=True, handled=False, auth_data=identity, message=AUTH_OK)
+
+    @staticmethod
+    def _refuse(reply: str) -> AuthResult:
+        return AuthResult(success=False, handled=False, message=reply)
 
     async def _initial(self, server: SMTP, args: list[str], challenge: str) -> bytes | None:
         """The initial response given with AUTH, else the answer to ``challenge``.
@@ -82,29 +185,50 @@ class SubmissionHandler(BaseHandler):
             return AuthResult(success=False, handled=True)
         return await self._login(server, username, password)
 
+    # -- the transaction -------------------------------------------------------------
+
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        usage = SessionUsage.of(session)
+        if usage.messages >= self.limits.messages:
+            return SESSION_MESSAGES
+        if usage.recipients >= self.limits.recipients:
+            return SESSION_RECIPIENTS_CLOSE
+        if not address.isascii() and "SMTPUTF8" not in options:
+            return NEEDS_SMTPUTF8
         try:
             await in_thread(_check_mail_from)(_sender(session), address)
         except AcceptError as exc:
             return str(exc)
         envelope.mail_from = address
         envelope.mail_options.extend(options)
-        return "250 2.1.0 Sender OK"
+        return SENDER_OK
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        usage = SessionUsage.of(session)
+        if not address.isascii() and not envelope.smtp_utf8:
+            return NEEDS_SMTPUTF8
+        if len(envelope.rcpt_tos) >= self.limits.recipients_per_message:
+            return TOO_MANY_RECIPIENTS
+        if usage.recipients >= self.limits.recipients:
+            return SESSION_RECIPIENTS
         try:
             check_recipient(address)
         except AcceptError as exc:
             return str(exc)
+        key = _same_recipient(address)
+        if any(_same_recipient(given) == key for given in envelope.rcpt_tos):
+            return DUPLICATE_RECIPIENT
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
-        return "250 2.1.5 Recipient OK"
+        usage.recipients += 1
+        return RECIPIENT_OK
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        SessionUsage.of(session).messages += 1
         try:
             message = await in_thread(accept_message)(
                 sender=_sender(session),
@@ -114,8 +238,9 @@ class SubmissionHandler(BaseHandler):
                 source=Source.SMTP,
             )
         except AcceptError as exc:
-            return str(exc)
+            return _data_reply(exc)
         except Exception:
+            # Nothing was committed (accept_message's contract); the client may retry.
             log.exception("accept failed for a message from %s", envelope.mail_from)
             return INTERNAL_ERROR
         return f"250 2.0.0 Ok: queued as {message.queue_id}"
