@@ -21,7 +21,9 @@ import asyncio
 import base64
 import binascii
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 from django.conf import settings
@@ -40,6 +42,7 @@ from delivery.models import Source
 from sendmsg.smtp import INTERNAL_ERROR, BaseHandler, client_address, in_thread, in_worker
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 AUTH_OK = "235 2.7.0 Authentication successful"
 AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
@@ -100,6 +103,19 @@ def _check_mail_from(sender: Sender, address: str) -> None:
     check_sender_domain(sender, address, what="Sender")
 
 
+async def _throttle(call: Callable[[auth_throttle.Subject], T], subject, *, default: T) -> T:
+    """``call(subject)`` off the loop; ``default`` if the cache fails.
+
+    The throttle fails open: logins are random 128-bit secrets, so a cache outage costs
+    little protection, while failing closed would stop every tenant's mail.
+    """
+    try:
+        return await in_worker(call)(subject)
+    except Exception:
+        log.exception("AUTH throttle unavailable; going on without it")
+        return default
+
+
 def _data_reply(error: AcceptError) -> str:
     code = error.code
     if code not in DATA_REPLY_CODES:
@@ -128,24 +144,24 @@ class SubmissionHandler(BaseHandler):
             address=client_address(server.session.peer),
             username=username.decode("utf-8", "replace")[:256],
         )
+        locked_for = await _throttle(auth_throttle.locked_for, subject, default=0)
+        if locked_for:
+            return self._refuse(auth_throttle.locked_reply(locked_for))
         try:
-            locked_for = await in_worker(auth_throttle.locked_for)(subject)
-            if locked_for:
-                return self._refuse(auth_throttle.locked_reply(locked_for))
+            user, secret = username.decode(), password.decode()
+        except UnicodeDecodeError:
+            identity = None
+        else:
             try:
-                user, secret = username.decode(), password.decode()
-            except UnicodeDecodeError:
-                identity = None
-            else:
                 identity = await in_thread(check_smtp_login)(user, secret)
-            if identity is None:
-                delay = await in_worker(auth_throttle.record_failure)(subject)
-                await asyncio.sleep(delay)
-                return self._refuse(AUTH_FAILED)
-            await in_worker(auth_throttle.record_success)(subject)
-        except Exception:
-            log.exception("AUTH could not be checked for peer=%s", subject.address)
-            return self._refuse(AUTH_UNAVAILABLE)
+            except Exception:
+                log.exception("AUTH could not be checked for peer=%s", subject.address)
+                return self._refuse(AUTH_UNAVAILABLE)
+        if identity is None:
+            delay = await _throttle(auth_throttle.record_failure, subject, default=0.0)
+            await asyncio.sleep(delay)
+            return self._refuse(AUTH_FAILED)
+        await _throttle(auth_throttle.record_success, subject, default=None)
         return AuthResult(success=True, handled=False, auth_data=identity, message=AUTH_OK)
 
     @staticmethod

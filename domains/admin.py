@@ -1,8 +1,11 @@
+from django import forms
 from django.contrib import admin, messages
 
 from domains.checks.run import check_domain
 from domains.dkim_keys import KeyActionError, start_rotation
 from domains.models import DkimKey, Domain, DomainCheck, DomainEvent, Membership, Tenant
+from domains.names import InvalidDomain, normalize_domain
+from domains.tenancy import add_domain
 
 
 class MembershipInline(admin.TabularInline):
@@ -34,14 +37,38 @@ class DkimKeyInline(admin.TabularInline):
     can_delete = False
 
 
+class DomainAdminForm(forms.ModelForm):
+    class Meta:
+        model = Domain
+        fields = ["tenant", "name", "status"]
+
+    def clean_name(self) -> str:
+        try:
+            return normalize_domain(self.cleaned_data["name"])
+        except InvalidDomain as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
 @admin.register(Domain)
 class DomainAdmin(admin.ModelAdmin):
+    form = DomainAdminForm
     list_display = ["name", "tenant", "status", "health_score", "score_partial", "checked_at"]
     list_filter = ["status", "score_partial"]
     search_fields = ["name", "tenant__name"]
     readonly_fields = ["dns_verified", "verified_at", "checked_at", "health_score", "score_partial"]
     inlines = [DkimKeyInline]
     actions = ["check_now", "rotate_key", "disable", "enable"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A domain's name is fixed once it has keys and records.
+        return [*self.readonly_fields, "name", "tenant"] if obj else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        # New domains go through the one add path, which also generates the DKIM key.
+        created = add_domain(tenant=obj.tenant, name=obj.name)
+        obj.pk, obj._state.adding = created.pk, False
 
     @admin.action(description="Check DNS now")
     def check_now(self, request, queryset):

@@ -83,10 +83,32 @@ def test_operator_actions_on_domains(admin_user, owner, dns_server):
     client.force_login(admin_user)
     url = reverse("admin:domains_domain_changelist")
     for action in ("check_now", "rotate_key", "disable"):
-        response = client.post(url, {"action": action, "_selected_action": [domain.pk]},
-                               follow=True)
+        response = client.post(
+            url, {"action": action, "_selected_action": [domain.pk]}, follow=True
+        )
         assert response.status_code == 200
     domain = Domain.objects.get(pk=domain.pk)
     assert domain.dns_verified and domain.status == "disabled"
     assert domain.dkim_keys.filter(state=KeyState.PENDING).count() == 1
     assert domain.checks.count() == 1
+
+
+def test_operator_adds_a_domain_in_the_admin(admin_user, owner):
+    from domains.models import Domain
+
+    client = Client()
+    client.force_login(admin_user)
+    url = reverse("admin:domains_domain_add")
+    inline = {"dkim_keys-TOTAL_FORMS": 0, "dkim_keys-INITIAL_FORMS": 0}
+    bad = client.post(url, {"tenant": owner[0].pk, "name": "no_dot", "status": "pending", **inline})
+    assert bad.status_code == 200 and b"not a domain name" in bad.content
+    response = client.post(
+        url, {"tenant": owner[0].pk, "name": "Bücher.test", "status": "pending", **inline}
+    )
+    assert response.status_code == 302
+    domain = Domain.objects.get()
+    assert domain.name == "xn--bcher-kva.test" and domain.active_dkim_key() is not None
+    again = client.post(
+        url, {"tenant": owner[0].pk, "name": "BÜCHER.test", "status": "pending", **inline}
+    )
+    assert again.status_code == 200 and Domain.objects.count() == 1

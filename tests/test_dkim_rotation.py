@@ -94,3 +94,26 @@ def test_ed25519_dual_signing(verified_domain, dns_server, mx):
     verifier = dkim.DKIM(data)
     assert verifier.verify(idx=0, dnsfunc=dnsfunc) and verifier.verify(idx=1, dnsfunc=dnsfunc)
     assert signatures(data, dns_server)[rsa_key.selector] == "pass"
+
+
+def test_a_retired_key_published_at_the_new_selector_is_called_stale(verified_domain, dns_server):
+    old = verified_domain.active_dkim_key()
+    new = start_rotation(domain=verified_domain)
+    publish_domain(dns_server, "acme.test")
+    check_domain(verified_domain)  # new key seen: it signs, the old one is retired
+    # A later copy-paste puts the old key's value at the new selector.
+    lines = [
+        line
+        for line in dns_server_zone_lines(verified_domain)
+        if not line.startswith(new.record_name)
+    ]
+    lines.append(f'{new.record_name}. IN TXT "{old.record_value}"')
+    dns_server.set_zone("acme.test", lines)
+    dkim = check_domain(verified_domain).result("dkim")
+    assert str(dkim.status) == "error" and "retired keys" in dkim.message
+
+
+def dns_server_zone_lines(domain) -> list[str]:
+    from domains.records import records_for
+
+    return [r.zone_line() for r in records_for(domain)]

@@ -34,8 +34,14 @@ def describe_published(value: str) -> tuple[str, int | None]:
         return kind, None
 
 
-def check_key(key: DkimKey, resolver: dns.resolver.Resolver) -> tuple[str, str]:
-    """('ok'|'missing'|'revoked'|'different'|'unknown', message) for one of our keys."""
+def check_key(
+    key: DkimKey, resolver: dns.resolver.Resolver, retired: frozenset[str] = frozenset()
+) -> tuple[str, str]:
+    """('ok'|'missing'|'revoked'|'stale'|'different'|'unknown', message) for one of our keys.
+
+    ``retired`` holds the public keys this domain signed with before: finding one of them
+    at a current selector means a record was copied from an old setup.
+    """
     name = key.record_name
     try:
         values = [v for v in dnsutil.txt(resolver, name) if "p=" in v]
@@ -49,6 +55,11 @@ def check_key(key: DkimKey, resolver: dns.resolver.Resolver) -> tuple[str, str]:
         return "ok", f"{name} publishes our {kind.upper()} {bits}-bit key."
     if all(p == "" for p in published):
         return "revoked", f"The record at {name} has an empty p=: the key is revoked there."
+    if retired.intersection(published):
+        return "stale", (
+            f"The record at {name} holds one of this domain's retired keys: replace its "
+            "value with the current record."
+        )
     return "different", (
         f"The key at {name} is not the one we sign with: copy the record's value again, whole "
         "(a key cut at 255 characters is the usual cause)."
@@ -61,11 +72,12 @@ def check_dkim(keys: list[DkimKey], resolver: dns.resolver.Resolver) -> tuple[Ch
     Signing keys must all be published (error otherwise). A pending key (rotation or
     Ed25519) not yet published is a warning: mail still verifies with the current key.
     """
+    retired = frozenset(k.public_key for k in keys if k.state == KeyState.RETIRED)
     signing = [k for k in keys if k.state == KeyState.ACTIVE]
     pending = [k for k in keys if k.state == KeyState.PENDING]
     if not signing:
         return error("dkim", "No DKIM key signs for this domain: generate one."), set()
-    outcomes = {key: check_key(key, resolver) for key in signing + pending}
+    outcomes = {key: check_key(key, resolver, retired) for key in signing + pending}
     seen = {key.selector for key, (state, _) in outcomes.items() if state == "ok"}
     failures = [(k, o) for k, o in outcomes.items() if k in signing and o[0] != "ok"]
     details = {

@@ -17,7 +17,7 @@ from domains.checks.return_path import check_return_path
 from domains.checks.spf import check_spf
 from domains.checks.transport import check_bimi, check_mta_sts, check_tls_rpt
 from domains.dkim_keys import activate_seen_keys
-from domains.models import Domain, DomainCheck, DomainEvent, DomainEventType, KeyState
+from domains.models import Domain, DomainCheck, DomainEvent, DomainEventType
 from sendmsg.resolver import make_resolver
 
 ORDER = ("dkim", "return_path", "spf", "dmarc", "mx", "mta_sts", "tls_rpt", "bimi")
@@ -48,7 +48,7 @@ def run_checks(domain: Domain, *, timeout: float | None = None) -> tuple[list[Ch
     """Every check, concurrently; each DNS query is bounded by the resolver's lifetime."""
     resolver = make_resolver(timeout=timeout)
     # Rows are read here, not in the threads: the checks themselves touch only DNS.
-    keys = list(domain.dkim_keys.exclude(state=KeyState.RETIRED))
+    keys = list(domain.dkim_keys.all())
     name, rp_host = domain.name, domain.return_path_host
     with ThreadPoolExecutor(max_workers=len(ORDER)) as pool:
         dkim = pool.submit(check_dkim, keys, resolver)

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from delivery.submission import SubmissionHandler
 from reputation.inbound import InboundHandler
+from sendmsg.smtp import ConnectionLimit
 from sendmsg.smtp import PlatformSMTP as SMTP
 from sendmsg.tls import server_context
 
@@ -20,8 +21,12 @@ LISTENERS = ("submission", "submission-tls", "inbound")
 SHUTDOWN_GRACE_SECONDS = 10
 
 
-def smtp_factory(name: str):
-    """A protocol factory for one listener, and the ssl context for implicit TLS (or None)."""
+def smtp_factory(name: str, connections: ConnectionLimit | None = None):
+    """A protocol factory for one listener, and the ssl context for implicit TLS (or None).
+
+    ``connections`` counts open connections per client address; the two submission
+    listeners share one count.
+    """
     context = server_context()
     common = {
         "hostname": settings.SENDMSG_HOSTNAME,
@@ -29,6 +34,7 @@ def smtp_factory(name: str):
         "data_size_limit": settings.SENDMSG_MESSAGE_SIZE_LIMIT,
         "enable_SMTPUTF8": True,
         "decode_data": False,
+        "timeout": settings.SENDMSG_SMTP_TIMEOUT,
     }
     if name == "submission":
         handler = SubmissionHandler()
@@ -39,6 +45,7 @@ def smtp_factory(name: str):
                 require_starttls=True,
                 auth_required=True,
                 auth_require_tls=True,
+                connections=connections,
                 **common,
             ),
             None,
@@ -48,7 +55,13 @@ def smtp_factory(name: str):
         # With implicit TLS aiosmtpd does not count the session as TLS for
         # auth_require_tls, but the whole connection is encrypted.
         return (
-            lambda: SMTP(handler, auth_required=True, auth_require_tls=False, **common),
+            lambda: SMTP(
+                handler,
+                auth_required=True,
+                auth_require_tls=False,
+                connections=connections,
+                **common,
+            ),
             context,
         )
     handler = InboundHandler()
@@ -69,8 +82,11 @@ async def serve(names: list[str]) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     servers = []
+    submission_connections = ConnectionLimit(settings.SENDMSG_SMTP_MAX_CONNECTIONS_PER_ADDRESS)
     for name in names:
-        factory, ssl_context = smtp_factory(name)
+        factory, ssl_context = smtp_factory(
+            name, submission_connections if name.startswith("submission") else None
+        )
         server = await loop.create_server(
             factory, host=settings.SENDMSG_BIND, port=port_of(name), ssl=ssl_context
         )
