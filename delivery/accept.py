@@ -101,7 +101,14 @@ def _complete_headers(data: bytes, domain: Domain) -> tuple[bytes, object]:
 
 
 def accept_message(
-    *, sender: Sender, mail_from: str, recipients: list[str], raw: bytes, source: Source
+    *,
+    sender: Sender,
+    mail_from: str,
+    recipients: list[str],
+    raw: bytes,
+    source: Source,
+    tags: list[str] | None = None,
+    metadata: dict | None = None,
 ) -> Message:
     """Store a message for delivery to ``recipients``; raise AcceptError to refuse it whole."""
     check_tenant(sender)
@@ -131,6 +138,8 @@ def accept_message(
             message_id=str(headers.get("Message-ID", "")).strip()[:998],
             raw=data,
             size=len(data),
+            tags=tags or [],
+            metadata=metadata or {},
         )
         rows = Recipient.objects.bulk_create(
             Recipient(message=message, tenant_id=sender.tenant_id, address=address, domain=d)

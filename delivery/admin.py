@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from delivery.models import ApiKey, Event, Message, Recipient, SmtpCredential
+from delivery.models import ApiKey, Event, IdempotencyKey, Message, Recipient, SmtpCredential
 
 
 @admin.register(SmtpCredential)
@@ -72,3 +72,10 @@ class EventAdmin(admin.ModelAdmin):
     list_filter = ["type"]
     search_fields = ["message__queue_id", "recipient__address"]
     raw_id_fields = ["tenant", "message", "recipient"]
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(admin.ModelAdmin):
+    list_display = ["key", "tenant", "status_code", "created_at"]
+    search_fields = ["key", "tenant__name"]
+    raw_id_fields = ["tenant"]

@@ -66,6 +66,8 @@ class Message(models.Model):
     message_id = models.CharField(max_length=998, blank=True)
     raw = models.BinaryField(help_text="CRLF-normalised message as accepted (before signing).")
     size = models.PositiveIntegerField()
+    tags = models.JSONField(default=list, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
@@ -242,3 +244,22 @@ class Event(models.Model):
             text=reply.text if reply else "",
             mx_host=mx_host,
         )
+
+
+class IdempotencyKey(models.Model):
+    """A send request's Idempotency-Key: the same key again returns the first answer."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64, help_text="SHA-256 of the request body.")
+    status_code = models.PositiveSmallIntegerField()
+    response = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "key"], name="one_idempotency_key")
+        ]
+
+    def __str__(self) -> str:
+        return self.key
