@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.db import transaction
 from django.utils import timezone
 
 from delivery.keyed_hash import keyed_hash, matches, new_secret
@@ -102,24 +103,33 @@ def _touch(row: SmtpCredential | ApiKey) -> None:
         row.last_used_at = now
 
 
-def revoke(row: SmtpCredential | ApiKey) -> None:
+def revoke(row: SmtpCredential | ApiKey) -> bool:
+    """Revoke ``row``; False when it was revoked already (by someone else, maybe)."""
+    claimed = type(row).objects.filter(pk=row.pk, revoked=False).update(revoked=True)
     row.revoked = True
-    row.save(update_fields=["revoked"])
+    return bool(claimed)
 
 
 def rotate_smtp_credential(credential: SmtpCredential) -> tuple[SmtpCredential, str]:
     """A new login with the same tenant, description and domain limits; the old one is
-    revoked. Returns the new login and its password (shown once)."""
-    new, password = create_smtp_credential(
-        tenant=credential.tenant,
-        domains=list(credential.domains.all()),
-        description=credential.description,
-    )
-    revoke(credential)
-    return new, password
+    revoked. Returns the new login and its password (shown once).
+
+    The old row is claimed first with one conditional update, so a double-click or a
+    second caller gets CredentialError instead of leaving an extra working login.
+    """
+    with transaction.atomic():
+        if not revoke(credential):
+            raise CredentialError("This login is revoked; create a new one instead.")
+        return create_smtp_credential(
+            tenant=credential.tenant,
+            domains=list(credential.domains.all()),
+            description=credential.description,
+        )
 
 
 def rotate_api_key(api_key: ApiKey) -> tuple[ApiKey, str]:
-    new, key = create_api_key(tenant=api_key.tenant, name=api_key.name)
-    revoke(api_key)
-    return new, key
+    """A new key with the same name; the old one is revoked (claimed first, as above)."""
+    with transaction.atomic():
+        if not revoke(api_key):
+            raise CredentialError("This key is revoked; create a new one instead.")
+        return create_api_key(tenant=api_key.tenant, name=api_key.name)

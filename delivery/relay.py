@@ -141,6 +141,15 @@ def send_one(
         recipient_id=recipient.pk,
         host=message.domain.return_path_host,
     )
+    if not recipient.address.isascii():
+        # RFC 6531: a non-ASCII address may only travel to a server that offers SMTPUTF8.
+        if not client.has_extn("smtputf8"):
+            return SmtpReply(
+                553,
+                "5.6.7",
+                "The recipient's server does not accept non-ASCII addresses (no SMTPUTF8)",
+            )
+        options = [*options, "SMTPUTF8"]
     code, text = client.mail(return_path, options)
     if code != 250:
         client.rset()

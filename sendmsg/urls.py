@@ -7,6 +7,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", include("delivery.api.urls")),
+    path("credentials/", include("delivery.urls")),
     path("", include("domains.public_urls")),
     path("", include("domains.urls")),
 ]

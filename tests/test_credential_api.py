@@ -89,3 +89,13 @@ def test_outsider_gets_404(owner, outsider, kind, method, suffix):
     assert model.objects.count() == after_key >= before  # nothing created by a rotate
     listed = api.get(f"/api/v1/{kind}/").json()["results"]
     assert row.pk not in [r["id"] for r in listed]
+
+
+def test_a_revoked_credential_cannot_be_rotated_back_to_life(owner):
+    api = client_for(owner[0])
+    created = api.post("/api/v1/api-keys/", {"name": "old"}, format="json").json()
+    assert api.post(f"/api/v1/api-keys/{created['id']}/rotate/").status_code == 201
+    again = api.post(f"/api/v1/api-keys/{created['id']}/rotate/")  # a double-click
+    assert again.status_code == 409 and "revoked" in again.json()["detail"]
+    live = [r for r in api.get("/api/v1/api-keys/").json()["results"] if not r["revoked"]]
+    assert sorted(r["name"] for r in live) == ["old", "test"]  # one replacement, not two

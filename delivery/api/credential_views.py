@@ -9,6 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from delivery.api.domain_views import Conflict
 from delivery.api.views import TenantScoped
 from delivery.credentials import (
     CredentialError,
@@ -128,7 +129,10 @@ class SmtpCredentialViewSet(CredentialViewSet):
     @extend_schema(request=None, responses={201: NewSmtpCredentialSerializer})
     @action(detail=True, methods=["post"])
     def rotate(self, request, pk=None):
-        row, password = rotate_smtp_credential(self.get_object())
+        try:
+            row, password = rotate_smtp_credential(self.get_object())
+        except CredentialError as exc:
+            raise Conflict({"detail": str(exc)}) from None
         data = NewSmtpCredentialSerializer(with_secret(row, "password", password)).data
         return Response(data, status=status.HTTP_201_CREATED)
 
@@ -149,7 +153,10 @@ class ApiKeyViewSet(CredentialViewSet):
     @extend_schema(request=None, responses={201: NewApiKeySerializer})
     @action(detail=True, methods=["post"])
     def rotate(self, request, pk=None):
-        row, key = rotate_api_key(self.get_object())
+        try:
+            row, key = rotate_api_key(self.get_object())
+        except CredentialError as exc:
+            raise Conflict({"detail": str(exc)}) from None
         return Response(
             NewApiKeySerializer(with_secret(row, "key", key)).data, status=status.HTTP_201_CREATED
         )

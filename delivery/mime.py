@@ -1,0 +1,364 @@
+"""Building a message from JSON fields: MIME through the stdlib email package, CRLF line
+endings, and no way for any field to add, split or override a header.
+
+Python 3.11 before 3.11.10 writes an encoded-word such as ``=?UTF-8?Q?a=0D=0ABcc:_x@y?=``
+back out as a real header line (CVE-2024-6923), so every header-bearing value is checked
+here with its encoded-words decoded, and the finished header block is parsed again and
+must list exactly the headers we set.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from email import policy
+from email.header import decode_header, make_header
+from email.headerregistry import Address
+from email.message import MIMEPart
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
+
+from domains.names import InvalidDomain, normalize_domain
+
+# 7bit: non-ASCII bodies go out quoted-printable or base64, so no relay hop needs 8BITMIME.
+POLICY = policy.SMTP.clone(cte_type="7bit")
+
+# Line breaks as the email package sees them (str.splitlines) and other C0 controls.
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+# Lenient on purpose, like the email package's own parser: whitespace inside the payload
+# and words glued to other text still count as encoded-words.
+ENCODED_WORD = re.compile(r"=\?([^?]*)\?([bBqQ])\?(.*?)\?=")
+ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+LOCAL_PART = re.compile(rf"{ATEXT}(?:\.{ATEXT})*")
+HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 ftext: printable ASCII but ':'
+MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
+CONTENT_ID = re.compile(r"[!-;=?-~]{1,250}")  # printable ASCII without '<' and '>'
+
+RESERVED_HEADERS = frozenset(
+    {
+        "from",
+        "sender",
+        "to",
+        "cc",
+        "bcc",
+        "reply-to",
+        "subject",
+        "date",
+        "message-id",
+        "return-path",
+        "received",
+        "received-spf",
+        "delivered-to",
+        "dkim-signature",
+        "domainkey-signature",
+        "authentication-results",
+        "mime-version",
+    }
+)
+"""Set by the platform or by a field of their own; a custom header may not replace them."""
+RESERVED_PREFIXES = ("content-", "resent-", "arc-", "x-sendmsg-")
+MAX_HEADER_VALUE = 4000
+
+
+class MessageError(ValueError):
+    """A field that cannot go into a message; ``field`` names it, ``code`` says why."""
+
+    code = "invalid_request"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class HeaderInjection(MessageError):
+    code = "header_injection"
+
+
+class InvalidAddress(MessageError):
+    code = "invalid_address"
+
+
+class ReservedHeader(MessageError):
+    code = "reserved_header"
+
+
+class NoContent(MessageError):
+    code = "no_content"
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """An address (local part as given, domain in its ASCII form) with a display name."""
+
+    address: str
+    name: str = ""
+
+    def header_value(self) -> Address:
+        local, _, domain = self.address.rpartition("@")
+        return Address(display_name=self.name, username=local, domain=domain)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    content_type: str = "application/octet-stream"
+    content_id: str = ""
+    """Set for an inline part; the HTML refers to it as ``cid:<content_id>``."""
+
+
+# -- checks -------------------------------------------------------------------------------
+
+
+def _word_bytes(encoding: str, payload: str) -> bytes:
+    data = payload.encode("utf-8", "surrogateescape")
+    if encoding.lower() == "q":
+        return re.sub(rb"=([0-9A-Fa-f]{2})", lambda m: bytes([int(m[1], 16)]), data.replace(b"_", b" "))
+    data = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+    for candidate in (data + b"=" * (-len(data) % 4), data[:-1] + b"=" * (-len(data[:-1]) % 4)):
+        try:
+            return base64.b64decode(candidate)
+        except (binascii.Error, ValueError):
+            continue
+    return data
+
+
+def _decode_words(value: str, field: str) -> str:
+    """``value`` with each encoded-word replaced by its text; refuses one hiding a break."""
+
+    def decode(match: re.Match) -> str:
+        charset = match[1].split("*", 1)[0] or "ascii"
+        raw = _word_bytes(match[2], match[3])
+        try:
+            text = raw.decode(charset, "replace")
+        except LookupError:
+            text = raw.decode("latin-1")
+        if b"\r" in raw or b"\n" in raw or CONTROL.search(text):
+            raise HeaderInjection(
+                field, "contains an encoded-word (RFC 2047) that decodes to a line break"
+            )
+        return text
+
+    return ENCODED_WORD.sub(decode, value)
+
+
+def check_header_text(value: str, field: str) -> str:
+    """``value`` unchanged if it can safely go into a header; else HeaderInjection."""
+    if CONTROL.search(value):
+        raise HeaderInjection(field, "must not contain line breaks or control characters")
+    text = value
+    for _ in range(5):  # an encoded-word may hide another one
+        decoded = _decode_words(text, field)
+        if decoded == text:
+            break
+        text = decoded
+    return value
+
+
+def _display_text(value: str) -> str:
+    """A display name as text: encoded-words decoded (the policy re-encodes as needed)."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (LookupError, UnicodeError, ValueError):
+        return value
+
+
+def parse_address(value: str, field: str) -> str:
+    """A bare address (``local@domain``, no name) for an envelope, domain in ASCII form."""
+    check_header_text(value, field)
+    address = value.strip()
+    local, at, domain = address.rpartition("@")
+    if not at or not local:
+        raise InvalidAddress(field, f"{value!r} is not an email address")
+    if not local.isascii():
+        raise InvalidAddress(
+            field, f"{value!r}: a non-ASCII local part needs SMTPUTF8, which the API cannot send"
+        )
+    if len(local) > 64 or not LOCAL_PART.fullmatch(local):
+        raise InvalidAddress(field, f"{value!r} is not a valid email address")
+    try:
+        ascii_domain = normalize_domain(domain)
+    except InvalidDomain as exc:
+        raise InvalidAddress(field, str(exc)) from None
+    return f"{local}@{ascii_domain}"
+
+
+def make_mailbox(*, address: str, name: str = "", field: str) -> Mailbox:
+    check_header_text(name, field)
+    return Mailbox(address=parse_address(address, field), name=_display_text(name).strip())
+
+
+def parse_mailbox(value: str | Mailbox, field: str) -> Mailbox:
+    """One mailbox from ``"Name <local@domain>"`` or ``"local@domain"``."""
+    if isinstance(value, Mailbox):
+        return make_mailbox(address=value.address, name=value.name, field=field)
+    check_header_text(value, field)
+    pairs = getaddresses([value])
+    if len(pairs) != 1 or not pairs[0][1]:
+        raise InvalidAddress(field, f"{value!r} is not one email address")
+    name, address = pairs[0]
+    return make_mailbox(address=address, name=name, field=field)
+
+
+def check_custom_header(name: str, value: str, field: str = "headers") -> None:
+    where = f"{field}.{name}"
+    check_header_text(name, where)
+    if not HEADER_NAME.fullmatch(name):
+        raise MessageError(where, "is not a valid header name")
+    lower = name.lower()
+    if lower in RESERVED_HEADERS or lower.startswith(RESERVED_PREFIXES):
+        raise ReservedHeader(where, f"{name} is set by the platform or by its own field")
+    check_header_text(value, where)
+    if len(value) > MAX_HEADER_VALUE:
+        raise MessageError(where, f"is longer than {MAX_HEADER_VALUE} characters")
+
+
+def check_attachment(attachment: Attachment, field: str) -> None:
+    check_header_text(attachment.filename, f"{field}.filename")
+    if not attachment.filename.strip():
+        raise MessageError(f"{field}.filename", "is required")
+    if len(attachment.filename) > 255:
+        raise MessageError(f"{field}.filename", "is longer than 255 characters")
+    check_header_text(attachment.content_type, f"{field}.content_type")
+    if not MIME_TYPE.fullmatch(attachment.content_type):
+        raise MessageError(f"{field}.content_type", "is not a MIME type such as image/png")
+    if attachment.content_type.lower().split("/")[0] in ("multipart", "message"):
+        raise MessageError(
+            f"{field}.content_type",
+            "multipart and message types cannot be attached; use application/octet-stream "
+            "or send raw MIME",
+        )
+    if attachment.content_id:
+        check_header_text(attachment.content_id, f"{field}.content_id")
+        if not CONTENT_ID.fullmatch(attachment.content_id):
+            raise MessageError(f"{field}.content_id", "must be printable ASCII without < or >")
+
+
+# -- building -----------------------------------------------------------------------------
+
+
+def _mailboxes(values: Iterable[str | Mailbox], field: str) -> list[Mailbox]:
+    return [parse_mailbox(value, f"{field}[{i}]") for i, value in enumerate(values)]
+
+
+def _attach(part: MIMEPart, attachment: Attachment, *, inline: bool) -> None:
+    maintype, subtype = attachment.content_type.lower().split("/")
+    method = part.add_related if inline else part.add_attachment
+    method(
+        attachment.content,
+        maintype=maintype,
+        subtype=subtype,
+        filename=attachment.filename,
+        disposition="inline" if inline else "attachment",
+        cid=f"<{attachment.content_id}>" if attachment.content_id else None,
+    )
+
+
+def _body(text: str, html: str, attachments: Sequence[Attachment]) -> MIMEPart:
+    """text/plain, text/html or multipart/alternative; multipart/related around the HTML
+    for the inline parts it refers to; multipart/mixed when there are attachments."""
+    inline = [a for a in attachments if html and a.content_id and f"cid:{a.content_id}" in html]
+    body = MIMEPart(policy=POLICY)
+    if text:
+        body.set_content(text)
+        if html:
+            body.add_alternative(html, subtype="html")
+    else:
+        body.set_content(html, subtype="html")
+    if inline:
+        html_part = body.get_body(preferencelist=("html",))
+        for attachment in inline:
+            _attach(html_part, attachment, inline=True)
+    for attachment in attachments:
+        if not any(attachment is a for a in inline):
+            _attach(body, attachment, inline=False)
+    return body
+
+
+def _check_written(data: bytes, expected: list[str]) -> None:
+    """Parse the written header block again: it must hold exactly the headers we set."""
+    written = BytesHeaderParser(policy=policy.compat32).parsebytes(data)
+    if [name.lower() for name in written.keys()] != [name.lower() for name in expected]:
+        raise HeaderInjection("headers", "a field would have added or split a header")
+    for name, value in written.items():
+        check_header_text(re.sub(r"\r?\n(?=[ \t])", "", str(value)), name)
+
+
+def build_message(
+    *,
+    from_addr: str,
+    from_name: str = "",
+    to: Sequence[str | Mailbox] = (),
+    cc: Sequence[str | Mailbox] = (),
+    bcc: Sequence[str | Mailbox] = (),
+    reply_to: Sequence[str | Mailbox] = (),
+    subject: str = "",
+    text: str = "",
+    html: str = "",
+    headers: Mapping[str, str] | None = None,
+    attachments: Sequence[Attachment] = (),
+    sender: str | Mailbox | None = None,
+) -> bytes:
+    """The message as CRLF bytes, ready for accept_message.
+
+    Date and Message-ID are left to accept_message. Bcc addresses are checked like the
+    others but never written: they belong in the envelope only. Raises a MessageError
+    subclass naming the field at fault.
+    """
+    author = make_mailbox(address=from_addr, name=from_name, field="from")
+    on_behalf = parse_mailbox(sender, "sender") if sender else None
+    to_boxes, cc_boxes = _mailboxes(to, "to"), _mailboxes(cc, "cc")
+    _mailboxes(bcc, "bcc")
+    reply_boxes = _mailboxes(reply_to, "reply_to")
+    check_header_text(subject, "subject")
+    custom = dict(headers or {})
+    for name, value in custom.items():
+        check_custom_header(name, value)
+    for i, attachment in enumerate(attachments):
+        check_attachment(attachment, f"attachments[{i}]")
+    if not text and not html:
+        raise NoContent("text", "a message needs text, html or both")
+
+    message = _body(text, html, attachments)
+    content_headers = list(message.items())
+    for name in {name for name, _ in content_headers}:
+        del message[name]
+    message["From"] = author.header_value()
+    if on_behalf:
+        message["Sender"] = on_behalf.header_value()
+    if to_boxes:
+        message["To"] = [box.header_value() for box in to_boxes]
+    if cc_boxes:
+        message["Cc"] = [box.header_value() for box in cc_boxes]
+    if reply_boxes:
+        message["Reply-To"] = [box.header_value() for box in reply_boxes]
+    if subject:
+        message["Subject"] = subject
+    for name, value in custom.items():
+        message[name] = value
+    message["MIME-Version"] = "1.0"
+    for name, value in content_headers:
+        message[name] = value
+
+    data = message.as_bytes(policy=POLICY)
+    _check_written(data, list(message.keys()))
+    return data
+
+
+def envelope_recipients(*groups: Iterable[str | Mailbox]) -> list[str]:
+    """The addresses of all groups in order, each once (compared case-insensitively)."""
+    seen: set[str] = set()
+    result = []
+    for group in groups:
+        for value in group:
+            address = value.address if isinstance(value, Mailbox) else value
+            if address.lower() not in seen:
+                seen.add(address.lower())
+                result.append(address)
+    return result
