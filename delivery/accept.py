@@ -125,7 +125,11 @@ def accept_message(
     from_addresses = [addr for _, addr in getaddresses(headers.get_all("From", [])) if addr]
     if len(from_addresses) != 1:
         raise AcceptError(550, "5.6.0", "The message needs exactly one From: address")
-    check_sender_domain(sender, from_addresses[0], what="From:")
+    try:
+        check_sender_domain(sender, from_addresses[0], what="From:")
+    except AcceptError as exc:
+        # After DATA the refusal is of the message, not of an address: 550 (RFC 5321).
+        raise AcceptError(550, exc.enhanced, exc.text) from None
 
     with transaction.atomic():
         message = Message.objects.create(

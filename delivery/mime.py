@@ -34,7 +34,10 @@ ENCODED_WORD = re.compile(r"=\?([^?]*)\?([bBqQ])\?(.*?)\?=")
 ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 LOCAL_PART = re.compile(rf"{ATEXT}(?:\.{ATEXT})*")
 HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 ftext: printable ASCII but ':'
-MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
+MIME_TYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+)
+MIME_PARAMETER = re.compile(r'\s*;\s*([A-Za-z0-9!#$&^_.+-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s"]+)')
 CONTENT_ID = re.compile(r"[!-;=?-~]{1,250}")  # printable ASCII without '<' and '>'
 
 RESERVED_HEADERS = frozenset(
@@ -117,7 +120,9 @@ class Attachment:
 def _word_bytes(encoding: str, payload: str) -> bytes:
     data = payload.encode("utf-8", "surrogateescape")
     if encoding.lower() == "q":
-        return re.sub(rb"=([0-9A-Fa-f]{2})", lambda m: bytes([int(m[1], 16)]), data.replace(b"_", b" "))
+        return re.sub(
+            rb"=([0-9A-Fa-f]{2})", lambda m: bytes([int(m[1], 16)]), data.replace(b"_", b" ")
+        )
     data = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
     for candidate in (data + b"=" * (-len(data) % 4), data[:-1] + b"=" * (-len(data[:-1]) % 4)):
         try:
@@ -226,9 +231,13 @@ def check_attachment(attachment: Attachment, field: str) -> None:
     if len(attachment.filename) > 255:
         raise MessageError(f"{field}.filename", "is longer than 255 characters")
     check_header_text(attachment.content_type, f"{field}.content_type")
-    if not MIME_TYPE.fullmatch(attachment.content_type):
-        raise MessageError(f"{field}.content_type", "is not a MIME type such as image/png")
-    if attachment.content_type.lower().split("/")[0] in ("multipart", "message"):
+    try:
+        mime_type, _ = split_content_type(attachment.content_type)
+    except ValueError:
+        raise MessageError(
+            f"{field}.content_type", "is not a MIME type such as image/png or text/csv; charset=utf-8"
+        ) from None
+    if mime_type.split("/")[0] in ("multipart", "message"):
         raise MessageError(
             f"{field}.content_type",
             "multipart and message types cannot be attached; use application/octet-stream "
@@ -240,6 +249,24 @@ def check_attachment(attachment: Attachment, field: str) -> None:
             raise MessageError(f"{field}.content_id", "must be printable ASCII without < or >")
 
 
+def split_content_type(value: str) -> tuple[str, dict[str, str]]:
+    """``type/subtype`` (lower case) and its parameters; ValueError if malformed."""
+    main, _, rest = value.strip().partition(";")
+    if not MIME_TYPE.fullmatch(main.strip()):
+        raise ValueError(value)
+    rest = ";" + rest if rest else ""
+    params, position = {}, 0
+    for match in MIME_PARAMETER.finditer(rest):
+        if match.start() != position:
+            raise ValueError(value)
+        name, raw = match[1].lower(), match[2]
+        params[name] = re.sub(r"\\(.)", r"\1", raw[1:-1]) if raw.startswith('"') else raw
+        position = match.end()
+    if rest[position:].strip(" ;"):
+        raise ValueError(value)
+    return main.strip().lower(), params
+
+
 # -- building -----------------------------------------------------------------------------
 
 
@@ -248,12 +275,15 @@ def _mailboxes(values: Iterable[str | Mailbox], field: str) -> list[Mailbox]:
 
 
 def _attach(part: MIMEPart, attachment: Attachment, *, inline: bool) -> None:
-    maintype, subtype = attachment.content_type.lower().split("/")
+    mime_type, params = split_content_type(attachment.content_type)
+    maintype, subtype = mime_type.split("/")
+    params = {k: v for k, v in params.items() if k not in ("name", "boundary")}
     method = part.add_related if inline else part.add_attachment
     method(
         attachment.content,
         maintype=maintype,
         subtype=subtype,
+        params=params,
         filename=attachment.filename,
         disposition="inline" if inline else "attachment",
         cid=f"<{attachment.content_id}>" if attachment.content_id else None,

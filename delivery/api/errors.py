@@ -108,9 +108,11 @@ class ApiError(exceptions.APIException):
 
 
 def from_accept_error(error: AcceptError) -> ApiError:
-    for smtp_code, prefix, code in ACCEPT_ERRORS:
-        if (smtp_code is None or smtp_code == error.code) and error.enhanced.startswith(prefix):
-            break
+    code = next(
+        code
+        for smtp_code, prefix, code in ACCEPT_ERRORS
+        if smtp_code in (None, error.code) and error.enhanced.startswith(prefix)
+    )
     # The reputation gate may attach a hint; until then throttling waits the default.
     return ApiError(code, error.text, retry_after=getattr(error, "retry_after", None))
 
@@ -171,11 +173,12 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if response is None:
         return None
     if not isinstance(exc, exceptions.APIException):  # Http404, Django's PermissionDenied
-        exc = exceptions.NotFound() if response.status_code == 404 else exceptions.PermissionDenied()
+        exc = (
+            exceptions.NotFound() if response.status_code == 404 else exceptions.PermissionDenied()
+        )
     error = as_api_error(exc)
     response.data = error.body()
     response.status_code = error.status_code
     for name, value in error.headers().items():
         response[name] = value
     return response
-

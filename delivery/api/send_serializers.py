@@ -188,7 +188,8 @@ class AttachmentSerializer(serializers.Serializer):
         try:
             mime.check_attachment(attachment, "attachment")
         except mime.MessageError as exc:
-            raise ValidationError({exc.field.rsplit(".", 1)[-1]: [_invalid(exc).detail[0]]})
+            part = exc.field.rsplit(".", 1)[-1]
+            raise ValidationError({part: [ErrorDetail(exc.message, code=exc.code)]}) from None
         return attachment
 
 
@@ -239,7 +240,9 @@ class SendSerializer(serializers.Serializer):
         }
 
     def validate(self, attrs: dict) -> dict:
-        check_recipient_count(mime.envelope_recipients(attrs["to"], attrs["cc"], attrs["bcc"]), "to")
+        check_recipient_count(
+            mime.envelope_recipients(attrs["to"], attrs["cc"], attrs["bcc"]), "to"
+        )
         if not attrs["text"] and not attrs["html"]:
             raise ValidationError(
                 {"text": [ErrorDetail("A message needs text, html or both.", code="no_content")]}
@@ -260,7 +263,9 @@ class RawSendSerializer(serializers.Serializer):
         attrs["rcpt_to"] = mime.envelope_recipients(attrs["rcpt_to"])
         check_recipient_count(attrs["rcpt_to"], "rcpt_to")
         if not attrs["data"].strip():
-            raise ValidationError({"data": [ErrorDetail("The message is empty.", code="no_content")]})
+            raise ValidationError(
+                {"data": [ErrorDetail("The message is empty.", code="no_content")]}
+            )
         return attrs
 
 
@@ -268,7 +273,7 @@ class RawSendSerializer(serializers.Serializer):
 class MessageListField(serializers.ListField):
     """Each message is checked on its own, so one bad entry does not sink the batch."""
 
-    child = serializers.DictField()
+    child = serializers.JSONField()
 
 
 class BatchSerializer(serializers.Serializer):

@@ -152,10 +152,12 @@ class Idempotency:
                 "An Idempotency-Key is 1 to 255 printable ASCII characters.",
                 field=IDEMPOTENCY_HEADER,
             )
-        canonical = json.dumps(
-            [request.path, request.data], sort_keys=True, separators=(",", ":"), default=str
-        )
-        self.digest = hashlib.sha256(canonical.encode()).hexdigest()
+        self.digest = ""
+        if self.key is not None:
+            canonical = json.dumps(
+                [request.path, request.data], sort_keys=True, separators=(",", ":"), default=str
+            )
+            self.digest = hashlib.sha256(canonical.encode()).hexdigest()
 
     def replay(self) -> Response | None:
         if self.key is None:
@@ -170,7 +172,9 @@ class Idempotency:
                 "use a new key for a new request.",
                 field=IDEMPOTENCY_HEADER,
             )
-        return Response(row.response, status=row.status_code, headers={"Idempotent-Replayed": "true"})
+        return Response(
+            row.response, status=row.status_code, headers={"Idempotent-Replayed": "true"}
+        )
 
     def run(self, work: Callable[[], tuple[int, dict]]) -> Response:
         if self.key is None:
