@@ -64,6 +64,7 @@ RESERVED_HEADERS = frozenset(
 """Set by the platform or by a field of their own; a custom header may not replace them."""
 RESERVED_PREFIXES = ("content-", "resent-", "arc-", "x-sendmsg-")
 MAX_HEADER_VALUE = 4000
+MAX_HEADER_TEXT = 8000
 
 
 class MessageError(ValueError):
@@ -153,6 +154,8 @@ def _decode_words(value: str, field: str) -> str:
 
 def check_header_text(value: str, field: str) -> str:
     """``value`` unchanged if it can safely go into a header; else HeaderInjection."""
+    if len(value) > MAX_HEADER_TEXT:  # also bounds the encoded-word scan below
+        raise MessageError(field, f"is longer than {MAX_HEADER_TEXT} characters")
     if CONTROL.search(value):
         raise HeaderInjection(field, "must not contain line breaks or control characters")
     text = value
@@ -235,7 +238,8 @@ def check_attachment(attachment: Attachment, field: str) -> None:
         mime_type, _ = split_content_type(attachment.content_type)
     except ValueError:
         raise MessageError(
-            f"{field}.content_type", "is not a MIME type such as image/png or text/csv; charset=utf-8"
+            f"{field}.content_type",
+            "is not a MIME type such as image/png or text/csv; charset=utf-8",
         ) from None
     if mime_type.split("/")[0] in ("multipart", "message"):
         raise MessageError(

@@ -96,6 +96,6 @@ def test_a_revoked_credential_cannot_be_rotated_back_to_life(owner):
     created = api.post("/api/v1/api-keys/", {"name": "old"}, format="json").json()
     assert api.post(f"/api/v1/api-keys/{created['id']}/rotate/").status_code == 201
     again = api.post(f"/api/v1/api-keys/{created['id']}/rotate/")  # a double-click
-    assert again.status_code == 409 and "revoked" in again.json()["detail"]
+    assert again.status_code == 409 and "revoked" in again.json()["error"]["message"]
     live = [r for r in api.get("/api/v1/api-keys/").json()["results"] if not r["revoked"]]
     assert sorted(r["name"] for r in live) == ["old", "test"]  # one replacement, not two

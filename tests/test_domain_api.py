@@ -51,7 +51,7 @@ def test_create_shows_keys_and_records_in_unicode_and_ascii(acme):
 def test_bad_names_are_400_and_create_nothing(acme, name):
     response = acme.post("/api/v1/domains/", {"name": name}, format="json")
     assert response.status_code == 400
-    assert "name" in response.json()
+    assert response.json()["error"]["field"] == "name"
     assert not Domain.objects.exists()
 
 
@@ -118,7 +118,9 @@ def test_delete_refused_once_the_domain_has_sent_mail(acme, owner):
         source=Source.API,
     )
     response = acme.delete(f"/api/v1/domains/{body['id']}/")
-    assert response.status_code == 409 and "disable it instead" in response.json()["detail"]
+    assert (
+        response.status_code == 409 and "disable it instead" in response.json()["error"]["message"]
+    )
     assert Domain.objects.filter(pk=body["id"]).exists()
 
 

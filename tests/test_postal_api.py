@@ -7,6 +7,7 @@ import base64
 import email
 import json
 from email import policy
+from urllib.parse import urlencode
 
 import pytest
 from django.core import mail
@@ -106,7 +107,9 @@ def test_message_is_sent_with_postal_fields_and_answer(client):
     )
     data = answer(response, "success")
     stored = Message.objects.get()
-    assert data["message_id"] == stored.message_id.strip("<>") and "@acme.test" in data["message_id"]
+    assert (
+        data["message_id"] == stored.message_id.strip("<>") and "@acme.test" in data["message_id"]
+    )
     rows = dict(Recipient.objects.values_list("address", "pk"))
     assert data["messages"] == {
         address: {"id": pk, "token": stored.queue_id} for address, pk in rows.items()
@@ -128,7 +131,8 @@ def test_message_is_sent_with_postal_fields_and_answer(client):
 
 def test_comma_separated_addresses_and_form_encoded_params(client):
     body = params(to="alice@dest.test, Bob <bob@dest.test>", plain_body=None, html_body="<b>x</b>")
-    response = client.post(MESSAGE, {"params": json.dumps(body)})
+    form = urlencode({"params": json.dumps(body)})
+    response = client.post(MESSAGE, form, content_type="application/x-www-form-urlencoded")
     assert list(answer(response, "success")["messages"]) == ["alice@dest.test", "bob@dest.test"]
 
 
@@ -168,8 +172,10 @@ def _many(n: int) -> list[str]:
         # Postal's order: recipients before content before the sender before attachments
         ({"to": None, "plain_body": None}, "NoRecipients"),
         ({"plain_body": None, "from": None}, "NoContent"),
-        ({"from": "ceo@globex.test", "attachments": [{"data": "eA=="}]},
-         "UnauthenticatedFromAddress"),
+        (
+            {"from": "ceo@globex.test", "attachments": [{"data": "eA=="}]},
+            "UnauthenticatedFromAddress",
+        ),
         # refusals Postal has no code for, in its style
         ({"subject": CRLF_WORD}, "HeaderInjection"),
         ({"subject": "a\r\nBcc: evil@evil.test"}, "HeaderInjection"),
@@ -192,6 +198,8 @@ def test_message_errors_are_postals_codes_with_http_200(client, outsider, fields
 def test_message_too_large(client, settings):
     settings.SENDMSG_MESSAGE_SIZE_LIMIT = 2000
     error(client.post(MESSAGE, params(plain_body="x" * 3000), format="json"), "MessageTooLarge")
+    huge = json.dumps(params(plain_body="x" * (2 * 2000 + 1024 * 1024)))
+    error(client.post(MESSAGE, huge, content_type="application/json"), "MessageTooLarge")
     assert_nothing_stored()
 
 
@@ -205,7 +213,11 @@ def test_wrong_types_are_parameter_errors(client, body):
 
 def test_unreadable_body_is_a_parameter_error(client):
     answer(client.post(MESSAGE, "{nope", content_type="application/json"), "parameter-error")
-    answer(client.post(MESSAGE, {"params": "{nope"}), "parameter-error")
+    form = urlencode({"params": "{nope"})
+    answer(
+        client.post(MESSAGE, form, content_type="application/x-www-form-urlencoded"),
+        "parameter-error",
+    )
     assert_nothing_stored()
 
 
@@ -244,11 +256,12 @@ def test_raw_message_goes_to_rcpt_to_only(client):
     ],
 )
 def test_raw_missing_parameters(client, fields, code):
-    body = {"mail_from": "news@acme.test", "rcpt_to": ["alice@dest.test"],
-            "data": b64(RAW_MESSAGE)}
+    body = {"mail_from": "news@acme.test", "rcpt_to": ["alice@dest.test"], "data": b64(RAW_MESSAGE)}
     body.update(fields)
-    data = answer(client.post(RAW, {k: v for k, v in body.items() if v is not None},
-                              format="json"), "parameter-error")
+    data = answer(
+        client.post(RAW, {k: v for k, v in body.items() if v is not None}, format="json"),
+        "parameter-error",
+    )
     assert data["code"] == code and "parameter is required" in data["message"]
     assert_nothing_stored()
 
@@ -264,11 +277,29 @@ def test_raw_refusals(client, outsider):
         ({"mail_from": "not an address"}, "InvalidAddress"),
     ]
     for fields, code in cases:
-        body = {"mail_from": "news@acme.test", "rcpt_to": ["alice@dest.test"],
-                "data": b64(RAW_MESSAGE)}
+        body = {
+            "mail_from": "news@acme.test",
+            "rcpt_to": ["alice@dest.test"],
+            "data": b64(RAW_MESSAGE),
+        }
         body.update(fields)
         error(client.post(RAW, body, format="json"), code)
     assert_nothing_stored()
+
+
+def wait_delivered(ids: list[int]) -> None:
+    """Until the real qcluster has delivered them; on timeout, say where they are."""
+    try:
+        wait_until(
+            lambda: (
+                Recipient.objects.filter(pk__in=ids, state=RecipientState.DELIVERED).count()
+                == len(ids)
+            ),
+            timeout=60,
+        )
+    except AssertionError:
+        rows = Recipient.objects.filter(pk__in=ids).values_list("address", "state", "last_text")
+        raise AssertionError(f"not delivered within 60 s: {list(rows)}") from None
 
 
 # -- django-anymail's Postal backend, unchanged -------------------------------------------
@@ -333,8 +364,9 @@ def test_anymail_sees_a_refusal_as_an_error(owner, key, settings, live_server):
 
 @pytest.mark.peers
 @pytest.mark.django_db(transaction=True)
-def test_a_message_sent_by_anymail_is_delivered(platform, verified_domain, mx, settings,
-                                                live_server):
+def test_a_message_sent_by_anymail_is_delivered(
+    platform, verified_domain, mx, settings, live_server
+):
     key = create_api_key(tenant=verified_domain.tenant)[1]
     message = mail.EmailMessage(
         subject="Through Postal's API",
@@ -345,9 +377,7 @@ def test_a_message_sent_by_anymail_is_delivered(platform, verified_domain, mx, s
     )
     assert message.send() == 1
     [recipient_id] = {s.message_id for s in message.anymail_status.recipients.values()}
-    wait_until(
-        lambda: Recipient.objects.filter(pk=recipient_id, state=RecipientState.DELIVERED).exists()
-    )
+    wait_delivered([recipient_id])
     [received] = mx.wait_for(1, timeout=5)
     assert received.rcpt_tos == ["alice@dest.test"]
     assert b"Subject: Through Postal's API" in received.data

@@ -249,20 +249,22 @@ def test_nothing_is_written(zones, verified_domain):
 def test_bad_domain_is_400_from_the_api(zones, name):
     response = APIClient().get(API, {"domain": name})
     assert response.status_code == 400
-    [message] = response.json()["domain"]
-    assert name[:20] in message or "IP address" in message
+    error = response.json()["error"]
+    assert error["field"] == "domain" and error["code"] == "invalid_request"
+    assert name[:20] in error["message"] or "IP address" in error["message"]
 
 
 @pytest.mark.parametrize("query", [{}, {"domain": ""}, {"domain": "  "}])
 def test_missing_domain_is_400_from_the_api(zones, query):
     response = APIClient().get(API, query)
     assert response.status_code == 400
-    assert "domain" in response.json()
+    assert response.json()["error"]["field"] == "domain"
 
 
 def test_private_names_are_refused(zones):
     response = APIClient().get(API, {"domain": "printer.local"})
-    assert response.status_code == 400 and "private name" in response.json()["domain"][0]
+    error = response.json()["error"]
+    assert response.status_code == 400 and "private name" in error["message"]
 
 
 @pytest.mark.parametrize(
@@ -271,14 +273,14 @@ def test_private_names_are_refused(zones):
 def test_bad_selectors_are_400(zones, selector):
     response = APIClient().get(API, {"domain": "pub-good.test", "selector": selector})
     assert response.status_code == 400
-    assert "selector" in response.json()
+    assert response.json()["error"]["field"] == "selector"
 
 
 def test_selector_too_long_for_the_domain_is_400(zones):
     domain = ("a" * 60 + ".") * 3 + "pub.test"
     response = APIClient().get(API, {"domain": domain, "selector": "s" * 60})
     assert response.status_code == 400
-    assert "longer than DNS allows" in response.json()["selector"][0]
+    assert "longer than DNS allows" in response.json()["error"]["message"]
     page = Client().get(PAGE, {"domain": domain, "selector": "s" * 60})
     assert page.status_code == 400 and 'id="check-selector-error"' in page.content.decode()
 
@@ -305,7 +307,8 @@ def test_past_the_limit_answers_429_with_retry_after(zones, settings):
         limited = api.get(API, {"domain": "pub-bare.test"})
         assert limited.status_code == 429
         assert 1 <= int(limited["Retry-After"]) <= 60
-        assert "2 a minute" in limited.json()["detail"]
+        assert limited.json()["error"]["code"] == "rate_limited"
+        assert "2 a minute" in limited.json()["error"]["message"]
         # The page and the API share the count.
         page_limited = page.get(PAGE, {"domain": "pub-bare.test"})
         assert page_limited.status_code == 429 and page_limited["Retry-After"]

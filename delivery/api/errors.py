@@ -46,8 +46,8 @@ STATUS_BY_CODE: dict[str, int] = {
 
 ACCEPT_ERRORS: list[tuple[int | None, str, str]] = [
     # (SMTP code or None for any, enhanced code prefix, our code); the first match wins.
-    (550, "5.7.1", "account_suspended"),
-    (553, "5.7.1", "sender_not_allowed"),
+    # A suspended account is also 550 5.7.1 in SMTP, like a From: on a foreign domain, so
+    # the API asks check_tenant first (send_views.accept) to tell the two apart.
     (None, "5.7.", "sender_not_allowed"),
     (None, "5.1.", "invalid_address"),
     (None, "5.3.4", "message_too_large"),
@@ -124,7 +124,7 @@ def from_message_error(error: MessageError) -> ApiError:
 def _flatten(detail: Any, path: str = "") -> Iterator[tuple[str, exceptions.ErrorDetail]]:
     if isinstance(detail, dict):
         for key, value in detail.items():
-            if key == "non_field_errors":
+            if key in ("non_field_errors", "detail"):
                 yield from _flatten(value, path)
             elif isinstance(key, int) or str(key).isdigit():
                 yield from _flatten(value, f"{path}[{key}]")
@@ -156,7 +156,12 @@ def as_api_error(exc: exceptions.APIException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, exceptions.ValidationError):
-        return from_validation_error(exc)
+        error = from_validation_error(exc)
+        if exc.status_code != 400:  # e.g. a 409 Conflict raised as a ValidationError
+            error.status_code = exc.status_code
+            if error.error_code == "invalid_request":
+                error.error_code = "conflict" if exc.status_code == 409 else error.error_code
+        return error
     code = next((c for kind, c in DRF_CODES.items() if isinstance(exc, kind)), None)
     if code is None:
         code = "invalid_request" if exc.status_code < 500 else "temporarily_unavailable"

@@ -35,7 +35,7 @@ from rest_framework.views import APIView
 from delivery import mime
 from delivery.accept import AcceptError, Sender, check_sender_domain
 from delivery.api.errors import ApiError, from_accept_error
-from delivery.api.send_views import Prepared, accept
+from delivery.api.send_views import Prepared, accept, body_limit, body_too_large
 from delivery.credentials import check_api_key
 from delivery.models import ApiKey, Message, Recipient
 
@@ -102,6 +102,8 @@ def from_api_error(error: ApiError) -> PostalError:
         return parameter_error(error.message)
     message = POSTAL_MESSAGES.get(code, error.message)
     extra: dict[str, Any] = {}
+    if message != error.message:
+        extra["detail"] = error.message  # ours, more precise than Postal's fixed text
     if error.field:
         extra["field"] = error.field
     if error.retry_after is not None:
@@ -128,21 +130,26 @@ def _text(params: dict, name: str) -> str:
     return str(value)
 
 
-def _mailboxes(params: dict, name: str) -> list[mime.Mailbox]:
-    """Postal takes an array of addresses or one comma-separated string."""
+def _mailboxes(params: dict, name: str, too_many: str | None = None) -> list[mime.Mailbox]:
+    """Postal takes an array of addresses or one comma-separated string, at most 50."""
     value = params.get(name)
     if value in (None, "", []):
         return []
     if isinstance(value, str):
         mime.check_header_text(value, name)
-        pairs = [(n, a) for n, a in getaddresses([value]) if a]
-        return [
-            mime.make_mailbox(address=a, name=n, field=f"{name}[{i}]")
-            for i, (n, a) in enumerate(pairs)
-        ]
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return [mime.parse_mailbox(item, f"{name}[{i}]") for i, item in enumerate(value)]
-    raise parameter_error(f"`{name}` should be an array of addresses")
+        items: list = [(n, a) for n, a in getaddresses([value]) if a]
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        items = value
+    else:
+        raise parameter_error(f"`{name}` should be an array of addresses")
+    if too_many and len(items) > MAX_PER_FIELD:
+        raise PostalError(too_many)
+    return [
+        mime.parse_mailbox(item, f"{name}[{i}]")
+        if isinstance(item, str)
+        else mime.make_mailbox(address=item[1], name=item[0], field=f"{name}[{i}]")
+        for i, item in enumerate(items)
+    ]
 
 
 def _base64(value: str) -> bytes:
@@ -183,9 +190,9 @@ def _headers(params: dict) -> dict[str, str]:
     return {str(name): "" if v is None else str(v) for name, v in value.items()}
 
 
-def _authorised(sender: Sender, address: str) -> None:
+def _authorised(sender: Sender, address: str, what: str) -> None:
     try:
-        check_sender_domain(sender, address, what="From:")
+        check_sender_domain(sender, address, what=what)
     except AcceptError as exc:
         raise from_api_error(from_accept_error(exc)) from None
 
@@ -193,16 +200,11 @@ def _authorised(sender: Sender, address: str) -> None:
 def prepare_message(params: dict, sender: Sender) -> Prepared:
     """Postal's checks in Postal's order, then our MIME builder's."""
     try:
-        to, cc, bcc = (_mailboxes(params, name) for name in ("to", "cc", "bcc"))
+        to = _mailboxes(params, "to", "TooManyToAddresses")
+        cc = _mailboxes(params, "cc", "TooManyCCAddresses")
+        bcc = _mailboxes(params, "bcc", "TooManyBCCAddresses")
         if not (to or cc or bcc):
             raise PostalError("NoRecipients")
-        for boxes, code in (
-            (to, "TooManyToAddresses"),
-            (cc, "TooManyCCAddresses"),
-            (bcc, "TooManyBCCAddresses"),
-        ):
-            if len(boxes) > MAX_PER_FIELD:
-                raise PostalError(code)
         plain, html = _text(params, "plain_body"), _text(params, "html_body")
         if not plain.strip() and not html.strip():
             raise PostalError("NoContent")
@@ -210,19 +212,18 @@ def prepare_message(params: dict, sender: Sender) -> Prepared:
         if not from_value.strip():
             raise PostalError("FromAddressMissing")
         author = mime.parse_mailbox(from_value, "from")
-        _authorised(sender, author.address)
+        _authorised(sender, author.address, "From:")
         on_behalf = _text(params, "sender")
         if on_behalf:
-            _authorised(sender, mime.parse_mailbox(on_behalf, "sender").address)
+            _authorised(sender, mime.parse_mailbox(on_behalf, "sender").address, "Sender:")
         attachments = _attachments(params)
-        reply_to = params.get("reply_to")
         raw = mime.build_message(
             from_addr=author.address,
             from_name=author.name,
             to=to,
             cc=cc,
             bcc=bcc,
-            reply_to=_mailboxes(params, "reply_to") if reply_to else [],
+            reply_to=_mailboxes(params, "reply_to"),
             subject=_text(params, "subject"),
             text=plain,
             html=html,
@@ -296,13 +297,13 @@ class ServerApiKeyScheme(OpenApiAuthenticationExtension):
         }
 
 
-class AttachmentDoc(serializers.Serializer):
+class PostalAttachmentSerializer(serializers.Serializer):
     name = serializers.CharField()
     content_type = serializers.CharField(required=False)
     data = serializers.CharField(help_text="base64")
 
 
-class MessageDoc(serializers.Serializer):
+class PostalMessageSerializer(serializers.Serializer):
     to = serializers.ListField(child=serializers.CharField(), required=False, max_length=50)
     cc = serializers.ListField(child=serializers.CharField(), required=False, max_length=50)
     bcc = serializers.ListField(child=serializers.CharField(), required=False, max_length=50)
@@ -312,7 +313,7 @@ class MessageDoc(serializers.Serializer):
     reply_to = serializers.CharField(required=False)
     plain_body = serializers.CharField(required=False)
     html_body = serializers.CharField(required=False)
-    attachments = AttachmentDoc(many=True, required=False)
+    attachments = PostalAttachmentSerializer(many=True, required=False)
     headers = serializers.DictField(child=serializers.CharField(), required=False)
     bounce = serializers.BooleanField(required=False, help_text="Accepted and ignored.")
 
@@ -320,14 +321,14 @@ class MessageDoc(serializers.Serializer):
         return {"from": serializers.CharField(), **super().get_fields()}
 
 
-class RawDoc(serializers.Serializer):
+class PostalRawSerializer(serializers.Serializer):
     mail_from = serializers.CharField()
     rcpt_to = serializers.ListField(child=serializers.CharField())
     data = serializers.CharField(help_text="The message (RFC 5322), base64-encoded.")
     bounce = serializers.BooleanField(required=False, help_text="Accepted and ignored.")
 
 
-class EnvelopeDoc(serializers.Serializer):
+class PostalEnvelopeSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["success", "error", "parameter-error"])
     time = serializers.FloatField(help_text="Seconds the request took.")
     flags = serializers.DictField()
@@ -347,6 +348,11 @@ class PostalView(APIView):
     def dispatch(self, request, *args, **kwargs):
         self.started = time.monotonic()
         return super().dispatch(request, *args, **kwargs)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if body_too_large(request):
+            raise PostalError("MessageTooLarge", f"The request body is over {body_limit()} bytes.")
 
     def envelope(self, status: str, data: dict[str, Any], headers: dict | None = None) -> Response:
         elapsed = round(time.monotonic() - getattr(self, "started", time.monotonic()), 3)
@@ -396,9 +402,13 @@ class PostalSendMessageView(PostalView):
     @extend_schema(
         operation_id="postal_send_message",
         summary="Send a message (Postal-compatible)",
+        description=(
+            "Postal's /api/v1/send/message for existing Postal clients: key in "
+            "X-Server-API-Key, always HTTP 200, the outcome in status and data.code."
+        ),
         tags=["postal-compatible"],
-        request={"application/json": MessageDoc},
-        responses={200: EnvelopeDoc},
+        request={"application/json": PostalMessageSerializer},
+        responses={200: PostalEnvelopeSerializer},
     )
     def post(self, request: Request) -> Response:
         sender = self.sender(request)
@@ -409,9 +419,13 @@ class PostalSendRawView(PostalView):
     @extend_schema(
         operation_id="postal_send_raw",
         summary="Send a raw message (Postal-compatible)",
+        description=(
+            "Postal's /api/v1/send/raw: a base64 message for exactly the addresses in "
+            "rcpt_to; always HTTP 200."
+        ),
         tags=["postal-compatible"],
-        request={"application/json": RawDoc},
-        responses={200: EnvelopeDoc},
+        request={"application/json": PostalRawSerializer},
+        responses={200: PostalEnvelopeSerializer},
     )
     def post(self, request: Request) -> Response:
         sender = self.sender(request)

@@ -24,7 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from delivery.accept import AcceptError, Sender, accept_message
+from delivery.accept import AcceptError, Sender, accept_message, check_tenant
 from delivery.api import send_serializers as shapes
 from delivery.api.errors import (
     ApiError,
@@ -43,6 +43,13 @@ def body_limit() -> int:
     """Largest request body read: a message at the size limit, base64-encoded, with room
     for JSON escaping. Larger bodies are refused before they are parsed."""
     return 2 * settings.SENDMSG_MESSAGE_SIZE_LIMIT + 1024 * 1024
+
+
+def body_too_large(request: Request) -> bool:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0) > body_limit()
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -117,6 +124,10 @@ def sent(message: Message) -> dict[str, Any]:
 
 def accept(prepared: Prepared, *, sender: Sender) -> Message:
     """accept_message for an API call; its refusals become ApiError."""
+    try:
+        check_tenant(sender)
+    except AcceptError as exc:
+        raise ApiError("account_suspended", exc.text) from None
     try:
         return accept_message(
             sender=sender,
@@ -211,11 +222,7 @@ class SendApiView(APIView):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if length > body_limit():
+        if body_too_large(request):
             raise ApiError("message_too_large", f"The request body is over {body_limit()} bytes.")
 
     def sender(self) -> Sender:

@@ -4,6 +4,8 @@ from rest_framework.routers import DefaultRouter
 
 from delivery.api.credential_views import ApiKeyViewSet, SmtpCredentialViewSet
 from delivery.api.domain_views import DomainViewSet
+from delivery.api.postal import PostalSendMessageView, PostalSendRawView
+from delivery.api.send_views import BatchSendView, RawSendView, SendView
 from delivery.api.views import MessageViewSet
 from domains.public_views import PublicCheckView
 
@@ -27,5 +29,11 @@ urlpatterns = [
         name="api-docs",
     ),
     path("public/check/", PublicCheckView.as_view(), name="public-check"),
+    path("send/", SendView.as_view(), name="send"),
+    path("send/batch/", BatchSendView.as_view(), name="send-batch"),
+    path("send/mime/", RawSendView.as_view(), name="send-mime"),
+    # Postal's paths, without a trailing slash as in Postal
+    path("send/message", PostalSendMessageView.as_view(), name="postal-send-message"),
+    path("send/raw", PostalSendRawView.as_view(), name="postal-send-raw"),
     path("", include(router.urls)),
 ]
