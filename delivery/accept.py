@@ -17,9 +17,10 @@ from email.utils import formatdate, getaddresses, make_msgid
 from django.conf import settings
 from django.db import transaction
 
-from delivery.models import Event, EventType, Message, Recipient, Source
-from domains.models import Domain, Tenant
+from delivery.models import Event, EventType, Message, Recipient, RecipientState, Source
+from domains.models import Domain
 from domains.names import InvalidDomain, domain_of
+from reputation.gate import may_send
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ class AcceptError(Exception):
     code: int
     enhanced: str
     text: str
+    reason: str = ""  # a machine code when SMTP's codes alone don't tell (e.g. suspended)
+    retry_after: int | None = None  # seconds, for a throttled sender
 
     def __str__(self) -> str:
         return f"{self.code} {self.enhanced} {self.text}"
@@ -52,10 +55,24 @@ def normalize_line_endings(raw: bytes) -> bytes:
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
-def check_tenant(sender: Sender) -> None:
-    suspended = Tenant.objects.filter(pk=sender.tenant_id).values_list("suspended", flat=True)
-    if list(suspended) != [False]:
-        raise AcceptError(550, "5.7.1", "Sending is suspended for this account; contact support.")
+def check_tenant(sender: Sender, recipients: list[str] = ()) -> frozenset[str]:
+    """Ask the reputation gate; refuse as SMTP would, or return the suppressed addresses.
+
+    A suspended account gets ``550 5.7.1``; a sender over its rate ``451 4.7.1`` with the
+    seconds to wait (a temporary refusal: clients retry, nothing is lost).
+    """
+    decision = may_send(tenant_id=sender.tenant_id, recipients=recipients)
+    if decision.reason == "account_suspended":
+        raise AcceptError(550, "5.7.1", decision.message, reason=decision.reason)
+    if not decision.allowed:
+        raise AcceptError(
+            451,
+            "4.7.1",
+            decision.message,
+            reason=decision.reason,
+            retry_after=decision.retry_after,
+        )
+    return decision.suppressed
 
 
 def sender_domain_name(address: str, *, what: str) -> str:
@@ -123,8 +140,12 @@ def accept_message(
     tags: list[str] | None = None,
     metadata: dict | None = None,
 ) -> Message:
-    """Store a message for delivery to ``recipients``; raise AcceptError to refuse it whole."""
-    check_tenant(sender)
+    """Store a message for delivery to ``recipients``; raise AcceptError to refuse it whole.
+
+    Suppressed recipients are stored too, in their final state ``suppressed`` with an
+    event, and are never sent to; the others are accepted as usual.
+    """
+    suppressed = check_tenant(sender, recipients)
     if len(raw) > settings.SENDMSG_MESSAGE_SIZE_LIMIT:
         raise AcceptError(552, "5.3.4", "Message too big for this platform")
     if not recipients:
@@ -162,7 +183,17 @@ def accept_message(
             metadata=metadata or {},
         )
         rows = Recipient.objects.bulk_create(
-            Recipient(message=message, tenant_id=sender.tenant_id, address=address, domain=d)
+            Recipient(
+                message=message,
+                tenant_id=sender.tenant_id,
+                address=address,
+                domain=d,
+                state=(
+                    RecipientState.SUPPRESSED
+                    if address.lower() in suppressed
+                    else RecipientState.QUEUED
+                ),
+            )
             for address, d in zip(recipients, rcpt_domains, strict=True)
         )
         Event.objects.bulk_create(
@@ -170,12 +201,17 @@ def accept_message(
                 tenant_id=sender.tenant_id,
                 message=message,
                 recipient=row,
-                type=EventType.ACCEPTED,
+                type=(
+                    EventType.ACCEPTED
+                    if row.state == RecipientState.QUEUED
+                    else EventType.SUPPRESSED
+                ),
                 created_at=message.created_at,
             )
             for row in rows
         )
-        transaction.on_commit(lambda: wake_delivery(message.pk))
+        if any(row.state == RecipientState.QUEUED for row in rows):
+            transaction.on_commit(lambda: wake_delivery(message.pk))
     log.info("accepted queue_id=%s recipients=%d source=%s", message.queue_id, len(rows), source)
     return message
 

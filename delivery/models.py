@@ -72,6 +72,7 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "created_at"], name="message_tenant_time")]
 
     def __str__(self) -> str:
         return self.queue_id
@@ -201,6 +202,7 @@ class EventType(models.TextChoices):
     DEFERRED = "deferred", "Deferred: a temporary failure; will retry"
     BOUNCED = "bounced", "Bounced: the recipient's server refused it"
     EXPIRED = "expired", "Expired: not delivered within the message's lifetime"
+    SUPPRESSED = "suppressed", "Suppressed: the address is on the suppression list; not sent"
     INBOUND_REPORT = "inbound_report", "A bounce or complaint report arrived"
 
 

@@ -18,6 +18,11 @@ class Tenant(models.Model):
     suspended = models.BooleanField(
         default=False, help_text="Set by an operator; refuses new mail."
     )
+    plan_rate = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Messages per hour this tenant may send; empty means the platform default.",
+    )
 
     class Meta:
         ordering = ["name"]

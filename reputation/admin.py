@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from reputation.models import InboundReport
+from reputation.models import InboundReport, Suppression
 
 
 @admin.register(InboundReport)
@@ -9,3 +9,17 @@ class InboundReportAdmin(admin.ModelAdmin):
     search_fields = ["recipient__address", "envelope_from"]
     exclude = ["raw"]
     raw_id_fields = ["tenant", "recipient"]
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(admin.ModelAdmin):
+    """The global view of every tenant's suppression list."""
+
+    list_display = ["address", "tenant", "reason", "created_at", "note"]
+    list_filter = ["reason"]
+    search_fields = ["address", "tenant__name"]
+    raw_id_fields = ["tenant"]
+
+    def save_model(self, request, obj, form, change):
+        obj.address = obj.address.strip().lower()
+        super().save_model(request, obj, form, change)

@@ -26,3 +26,29 @@ class InboundReport(models.Model):
 
     def __str__(self) -> str:
         return f"report for {self.recipient.address} at {self.received_at:%Y-%m-%d %H:%M}"
+
+
+class SuppressionReason(models.TextChoices):
+    MANUAL = "manual", "Added by hand"
+    HARD_BOUNCE = "hard_bounce", "Hard bounce"
+    COMPLAINT = "complaint", "Spam complaint"
+    UNSUBSCRIBE = "unsubscribe", "Unsubscribed"
+
+
+class Suppression(models.Model):
+    """An address a tenant's mail is not sent to; sends to it end as ``suppressed``."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="suppressions")
+    address = models.CharField(max_length=320, help_text="Stored in lower case.")
+    reason = models.CharField(max_length=16, choices=SuppressionReason.choices)
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "address"], name="one_suppression")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address} ({self.reason})"

@@ -55,6 +55,8 @@ SENDMSG_RELAY_ALLOW_PRIVATE = env_bool("SENDMSG_RELAY_ALLOW_PRIVATE", False)
 SENDMSG_RELAY_TIMEOUT = env_int("SENDMSG_RELAY_TIMEOUT", 60)
 SENDMSG_MESSAGE_SIZE_LIMIT = env_int("SENDMSG_MESSAGE_SIZE_LIMIT", 25 * 1024 * 1024)
 SENDMSG_MAX_RECIPIENTS = env_int("SENDMSG_MAX_RECIPIENTS", 100)
+# Messages per hour a tenant may send unless an operator sets its own plan rate.
+SENDMSG_DEFAULT_PLAN_RATE = env_int("SENDMSG_DEFAULT_PLAN_RATE", 10000)
 # SMTP submission limits: idle timeout (seconds, RFC 5321 §4.5.3.2.7), open connections per
 # client address (per process), messages and recipients per session.
 SENDMSG_SMTP_TIMEOUT = env_int("SENDMSG_SMTP_TIMEOUT", 300)

@@ -691,3 +691,12 @@ def test_a_message_sent_through_the_api_is_delivered(platform, verified_domain, 
     assert sorted(r for m in received for r in m.rcpt_tos) == ["alice@dest.test", "bob@dest.test"]
     assert all(b"Subject: Through the API" in m.data for m in received)
     assert all(b"bob@dest.test" not in m.data for m in received)
+
+
+@pytest.mark.parametrize("sender", [{"address": "news@acme.test"}, {"name": "x"}, 42, []])
+def test_a_malformed_from_object_is_400_not_a_crash(client, sender):
+    error = error_of(
+        client.post(SEND, message(**{"from": sender}), format="json"), 400, "invalid_request"
+    )
+    assert error["field"] == "from" and '{"email", "name"}' in error["message"]
+    assert_nothing_stored()

@@ -46,8 +46,8 @@ STATUS_BY_CODE: dict[str, int] = {
 
 ACCEPT_ERRORS: list[tuple[int | None, str, str]] = [
     # (SMTP code or None for any, enhanced code prefix, our code); the first match wins.
-    # A suspended account is also 550 5.7.1 in SMTP, like a From: on a foreign domain, so
-    # the API asks check_tenant first (send_views.accept) to tell the two apart.
+    # A suspended account is also 550 5.7.1 in SMTP, like a From: on a foreign domain;
+    # the gate's AcceptError.reason tells them apart (from_accept_error).
     (None, "5.7.", "sender_not_allowed"),
     (None, "5.1.", "invalid_address"),
     (None, "5.3.4", "message_too_large"),
@@ -108,13 +108,17 @@ class ApiError(exceptions.APIException):
 
 
 def from_accept_error(error: AcceptError) -> ApiError:
-    code = next(
-        code
-        for smtp_code, prefix, code in ACCEPT_ERRORS
-        if smtp_code in (None, error.code) and error.enhanced.startswith(prefix)
+    # The gate names its refusals (a suspension and a foreign From: are both 550 5.7.1).
+    code = (
+        error.reason
+        if error.reason in STATUS_BY_CODE
+        else next(
+            code
+            for smtp_code, prefix, code in ACCEPT_ERRORS
+            if smtp_code in (None, error.code) and error.enhanced.startswith(prefix)
+        )
     )
-    # The reputation gate may attach a hint; until then throttling waits the default.
-    return ApiError(code, error.text, retry_after=getattr(error, "retry_after", None))
+    return ApiError(code, error.text, retry_after=error.retry_after)
 
 
 def from_message_error(error: MessageError) -> ApiError:

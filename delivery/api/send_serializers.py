@@ -59,7 +59,8 @@ MAILBOX_SCHEMA = {
 class MailboxField(serializers.Field):
     """``"Name <local@domain>"``, ``"local@domain"`` or ``{"email": …, "name": …}``."""
 
-    default_error_messages = {"invalid": "Give an address as a string or {email, name}."}
+    # Doubled braces: DRF formats these messages with str.format.
+    default_error_messages = {"invalid": 'Give an address as a string or {{"email", "name"}}.'}
 
     def to_internal_value(self, data: Any) -> mime.Mailbox:
         try:

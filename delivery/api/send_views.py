@@ -24,7 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from delivery.accept import AcceptError, Sender, accept_message, check_tenant
+from delivery.accept import AcceptError, Sender, accept_message
 from delivery.api import send_serializers as shapes
 from delivery.api.errors import (
     ApiError,
@@ -124,10 +124,6 @@ def sent(message: Message) -> dict[str, Any]:
 
 def accept(prepared: Prepared, *, sender: Sender) -> Message:
     """accept_message for an API call; its refusals become ApiError."""
-    try:
-        check_tenant(sender)
-    except AcceptError as exc:
-        raise ApiError("account_suspended", exc.text) from None
     try:
         return accept_message(
             sender=sender,
