@@ -20,7 +20,7 @@ from django.db import transaction
 from delivery.models import Event, EventType, Message, Recipient, RecipientState, Source
 from domains.models import Domain
 from domains.names import InvalidDomain, domain_of
-from reputation.gate import may_send
+from reputation.gate import count_sent, may_send
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,7 @@ def accept_message(
             )
             for row in rows
         )
+        count_sent(tenant_id=sender.tenant_id)
         if any(row.state == RecipientState.QUEUED for row in rows):
             transaction.on_commit(lambda: wake_delivery(message.pk))
     log.info("accepted queue_id=%s recipients=%d source=%s", message.queue_id, len(rows), source)

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from delivery.models import Message
 from domains.models import Tenant
-from reputation.models import Suppression
+from reputation.models import SendCounter, Suppression
 
 WINDOW = timedelta(hours=1)
 
@@ -37,12 +38,14 @@ def may_send(*, tenant_id: int, recipients: list[str] = ()) -> Decision:
             False, "account_suspended", "Sending is suspended for this account; contact support."
         )
     rate = tenant.plan_rate or settings.SENDMSG_DEFAULT_PLAN_RATE
-    since = timezone.now() - WINDOW
-    recent = Message.objects.filter(tenant_id=tenant_id, created_at__gte=since)
-    # Counting stops at the rate: the query reads at most `rate` index entries.
-    if recent.order_by("-created_at")[rate - 1 : rate].exists():
-        oldest = recent.order_by("-created_at").values_list("created_at", flat=True)[rate - 1]
-        wait = max(1, int((oldest + WINDOW - timezone.now()).total_seconds()) + 1)
+    hour = current_hour()
+    sent = (
+        SendCounter.objects.filter(tenant_id=tenant_id, hour=hour)
+        .values_list("count", flat=True)
+        .first()
+    )
+    if sent is not None and sent >= rate:
+        wait = max(1, int((hour + WINDOW - timezone.now()).total_seconds()) + 1)
         return Decision(
             False,
             "rate_limited",
@@ -58,3 +61,20 @@ def may_send(*, tenant_id: int, recipients: list[str] = ()) -> Decision:
         else []
     )
     return Decision(True, suppressed=frozenset(suppressed))
+
+
+def current_hour():
+    return timezone.now().replace(minute=0, second=0, microsecond=0)
+
+
+def count_sent(*, tenant_id: int) -> None:
+    """Count one accepted message; call inside the accept transaction."""
+    hour = current_hour()
+    counters = SendCounter.objects.filter(tenant_id=tenant_id, hour=hour)
+    if counters.update(count=F("count") + 1):
+        return
+    try:
+        with transaction.atomic():
+            SendCounter.objects.create(tenant_id=tenant_id, hour=hour, count=1)
+    except IntegrityError:  # another process created this hour's row first
+        counters.update(count=F("count") + 1)

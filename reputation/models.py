@@ -52,3 +52,18 @@ class Suppression(models.Model):
 
     def __str__(self) -> str:
         return f"{self.address} ({self.reason})"
+
+
+class SendCounter(models.Model):
+    """Messages a tenant sent in one clock hour: the plan rate is checked against it
+    without scanning messages (one row read, one row updated per message)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField(help_text="Start of the clock hour (UTC).")
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "hour"], name="one_counter")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.hour:%Y-%m-%d %H}:00 {self.count}"
