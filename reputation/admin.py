@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from reputation.models import InboundReport, Suppression
+from reputation.models import InboundReport, SendCounter, Suppression
 
 
 @admin.register(InboundReport)
@@ -23,3 +23,13 @@ class SuppressionAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         obj.address = obj.address.strip().lower()
         super().save_model(request, obj, form, change)
+
+
+@admin.register(SendCounter)
+class SendCounterAdmin(admin.ModelAdmin):
+    """Messages per tenant and clock hour, against the plan rate."""
+
+    list_display = ["tenant", "hour", "count"]
+    list_filter = ["hour"]
+    search_fields = ["tenant__name"]
+    readonly_fields = ["tenant", "hour", "count"]
