@@ -1,20 +1,29 @@
-"""SMTP submission accept throughput: sendmsg against a bare "250 means stored" baseline.
+"""SMTP submission accept throughput: sendmsg against a bare "250 means stored" baseline
+and, with --postfix, against Postfix accepting the same messages in the same run.
 
     .venv/bin/python bench/submission.py [-n 2000] [-c 20] [-k 0] [--rounds 2] [--time-limit 120]
+                                         [--postfix]
 
 Sets up a throwaway platform (temp data dir, free loopback ports, `manage.py bootstrap`,
 a tenant with a verified domain and an SMTP login), starts `manage.py smtpd submission`
 (no delivery workers: messages stay queued, so this measures accept only) and
 bench/baseline_sink.py (aiosmtpd + one SQLite WAL synchronous=FULL commit per message).
-The same asyncio client drives both, interleaved (baseline, sendmsg, baseline, sendmsg,
-...): STARTTLS, AUTH PLAIN, -n messages of --size bytes to 1 recipient over -c sessions,
--k messages per connection (0: each session keeps its connection). It reports msgs/s,
+With --postfix it also starts a private Postfix instance (bench/postfix_private.py: its
+own config, queue and SASL database in a temp dir; STARTTLS required, AUTH PLAIN through
+Cyrus sasldb, every accepted message put on hold, so its cost is accept + fsynced queue
+file). The same asyncio client drives them all, interleaved (baseline, [postfix,]
+sendmsg, baseline, ...): STARTTLS, AUTH PLAIN, -n messages of --size bytes to 1 recipient
+over -c sessions, -k messages per connection (0: each session keeps its connection).
+It reports msgs/s,
 the DATA->250 latency (from sending DATA to the final reply after the dot) and the
-server's CPU per message, then checks that the platform stored exactly as many Message
-rows as the client got 250s (exit status 1 if not, or if any run had errors).
+server's CPU per message (the whole process tree: Postfix's master and all its children),
+then checks that the platform stored exactly as many Message rows as the client got
+250s, and likewise the baseline's rows and Postfix's queue files (exit status 1 if not,
+or if any run had errors).
 
 Every load run stops after -n messages or --time-limit seconds, whichever comes first.
-All traffic goes to 127.0.0.1; every process started here is stopped by its PID.
+All traffic goes to 127.0.0.1; every process started here is stopped by its PID, and
+the private Postfix by `postfix -c DIR stop` of its own config directory.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import postfix_private
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -227,10 +238,10 @@ def run_checked(argv: list[str], env: dict, timeout: float) -> str:
     return done.stdout
 
 
-def wait_for_banner(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+def wait_for_banner(port: int, proc: subprocess.Popen | None, timeout: float = 60.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             raise SystemExit(f"server on port {port} exited with {proc.returncode}")
         try:
             with socket.create_connection((HOST, port), timeout=2) as s:
@@ -254,12 +265,29 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads) from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
+    """User + system CPU of a process tree from /proc: the process (all its threads), its
+    live descendants, and the children they have reaped (cutime/cstime), so processes that
+    exit during a run (Postfix's smtpd and cleanup) still count."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, ticks)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), sum(int(f) for f in fields[11:15]))
+    if pid not in stats:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in stats.items():
+        children.setdefault(parent, []).append(child)
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += stats[current][1]
+        todo.extend(children.get(current, []))
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------- main
@@ -289,7 +317,12 @@ def main() -> int:
     p.add_argument(
         "-s", "--size", type=int, default=5120, help="message size in bytes (default 5120)"
     )
-    p.add_argument("--rounds", type=int, default=2, help="baseline+sendmsg rounds (default 2)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of all targets (default 2)")
+    p.add_argument(
+        "--postfix",
+        action="store_true",
+        help="also run a private Postfix instance (installed with apt-get if missing)",
+    )
     p.add_argument(
         "--time-limit",
         type=float,
@@ -299,7 +332,7 @@ def main() -> int:
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="sendmsg-bench-"))
-    sub_port, tls_port, inbound_port, dns_port, base_port = free_ports(5)
+    sub_port, tls_port, inbound_port, dns_port, base_port, pf_port = free_ports(6)
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("SENDMSG_") and k != "DATABASE_URL"
     }
@@ -314,15 +347,18 @@ def main() -> int:
         SENDMSG_DNS_SERVERS=f"{HOST}:{dns_port}",
     )
     py = sys.executable
-    smtpd = baseline = None
+    smtpd = baseline = postfix = None
     smtpd_log = open(tmp / "smtpd.log", "wb")
     baseline_log = open(tmp / "baseline.log", "wb")
-    results: dict[str, list[dict]] = {"baseline": [], "sendmsg": []}
+    names = ["baseline", "postfix", "sendmsg"] if args.postfix else ["baseline", "sendmsg"]
+    results: dict[str, list[dict]] = {name: [] for name in names}
     failed = False
     try:
+        if args.postfix:
+            postfix_private.ensure_installed()
         print(
             f"setting up a throwaway platform in a temp dir; ports: submission {sub_port}, "
-            f"baseline {base_port}",
+            f"baseline {base_port}" + (f", postfix {pf_port}" if args.postfix else ""),
             flush=True,
         )
         run_checked([py, "manage.py", "bootstrap"], env, timeout=600)
@@ -360,6 +396,20 @@ def main() -> int:
         )
         wait_for_banner(sub_port, smtpd)
         wait_for_banner(base_port, baseline)
+        logins = {name: (login["username"], login["password"]) for name in names}
+        if args.postfix:
+            pf_login = ("bench", base64.b32encode(os.urandom(15)).decode())
+            postfix = postfix_private.PrivatePostfix(
+                Path(tempfile.mkdtemp(prefix="sendmsg-bench-postfix-")),
+                pf_port,
+                cert,
+                key,
+                *pf_login,
+            )
+            postfix.configure()
+            postfix.start()
+            wait_for_banner(pf_port, None)
+            logins["postfix"] = pf_login
 
         print(
             f"{args.rounds} rounds of -n {args.messages} -c {args.concurrency} "
@@ -367,23 +417,43 @@ def main() -> int:
             f"STARTTLS + AUTH PLAIN, time limit {args.time_limit:.0f}s per run",
             flush=True,
         )
-        targets = [("baseline", base_port, baseline), ("sendmsg", sub_port, smtpd)]
+        ports = {"baseline": base_port, "postfix": pf_port, "sendmsg": sub_port}
+
+        def server_pid(name: str) -> int:
+            if name == "postfix":
+                return postfix.master_pid
+            return (baseline if name == "baseline" else smtpd).pid
+
+        def load(name: str, n: int) -> dict:
+            return asyncio.run(Load(ports[name], args, *logins[name], n).run())
+
+        # Postfix's queue files are counted after each run, then deleted (outside the
+        # timed window) so its hold queue does not grow from run to run.
+        pf_queued = 0
+
+        def count_postfix() -> None:
+            nonlocal pf_queued
+            if postfix is not None:
+                pf_queued += postfix.queued()
+                postfix.flush()
+
         warm = {}  # untimed warm-up: first connections, imports, thread pools
-        for name, port, _ in targets:
-            w = asyncio.run(
-                Load(port, args, login["username"], login["password"], 2 * args.concurrency).run()
-            )
+        for name in names:
+            w = load(name, 2 * args.concurrency)
             warm[name] = w["ok"]
             failed |= bool(w["errors"] or w["rejected"])
+            for sample in w["samples"]:
+                print(f"    warm-up {name}: {sample}")
+        count_postfix()
         for rnd in range(1, args.rounds + 1):
-            for name, port, proc in targets:
-                cpu0 = cpu_seconds(proc.pid)
-                res = asyncio.run(
-                    Load(port, args, login["username"], login["password"], args.messages).run()
-                )
+            for name in names:
+                cpu0 = cpu_seconds(server_pid(name))
+                res = load(name, args.messages)
                 res["cpu_ms_per_msg"] = (
-                    (cpu_seconds(proc.pid) - cpu0) * 1000 / res["ok"] if res["ok"] else None
+                    (cpu_seconds(server_pid(name)) - cpu0) * 1000 / res["ok"] if res["ok"] else None
                 )
+                if name == "postfix":
+                    count_postfix()
                 results[name].append(res)
                 note = " TIME LIMIT" if res["timed_out"] else ""
                 print(
@@ -399,11 +469,18 @@ def main() -> int:
 
         stop(smtpd)
         stop(baseline)
+        if postfix is not None:
+            postfix.stop()
 
+        labels = {
+            "baseline": "baseline (aiosmtpd + SQLite WAL FULL commit)",
+            "postfix": "Postfix (accept + fsynced queue file, hold)",
+            "sendmsg": "sendmsg `smtpd submission`",
+        }
         print("\n| target | msgs/s (median) | DATA->250 p50 ms | p99 ms | server CPU ms/msg |")
         print("|---|---|---|---|---|")
         med = {}
-        for name in ("baseline", "sendmsg"):
+        for name in names:
             runs = results[name]
             med[name] = statistics.median(r["msgs_per_s"] for r in runs)
             cols = [
@@ -413,16 +490,22 @@ def main() -> int:
                 for k in ("p50_ms", "p99_ms", "cpu_ms_per_msg")
             ]
             row = [fmt(med[name]), fmt(cols[0]), fmt(cols[1]), fmt(cols[2], 2)]
-            print(f"| {name} | " + " | ".join(row) + " |")
-        if med["baseline"]:
+            print(f"| {labels[name]} | " + " | ".join(row) + " |")
+        print()
+        for other in [n for n in names if n != "sendmsg"]:
+            if not med[other]:
+                continue
             paired = [
                 f"{s['msgs_per_s'] / b['msgs_per_s']:.2f}"
-                for b, s in zip(results["baseline"], results["sendmsg"], strict=False)
+                for b, s in zip(results[other], results["sendmsg"], strict=False)
                 if b["msgs_per_s"]
             ]
+            ratio = med["sendmsg"] / med[other]
+            floor = ""
+            if other == "postfix":
+                floor = f"; floor 0.50: {'met' if ratio >= 0.5 else 'NOT met'}"
             print(
-                f"\nratio sendmsg/baseline msgs/s: {med['sendmsg'] / med['baseline']:.2f} "
-                f"(per round: {', '.join(paired)})"
+                f"ratio sendmsg/{other} msgs/s: {ratio:.2f} (per round: {', '.join(paired)}){floor}"
             )
 
         got = warm["sendmsg"] + sum(r["ok"] for r in results["sendmsg"])
@@ -440,14 +523,26 @@ def main() -> int:
         )
         if rows != got or base_rows != base_got:
             failed = True
+        if postfix is not None:
+            pf_got = warm["postfix"] + sum(r["ok"] for r in results["postfix"])
+            print(
+                f"postfix: {pf_got} x 250 received, {pf_queued} queue files written"
+                f" -> {'OK' if pf_queued == pf_got else 'MISMATCH'}"
+            )
+            failed |= pf_queued != pf_got
         if failed:
             smtpd_log.flush()
             tail = (tmp / "smtpd.log").read_bytes()[-3000:].decode(errors="replace")
             print(f"FAILED; end of the smtpd log:\n{tail}", file=sys.stderr)
+            if postfix is not None:
+                print(f"end of Postfix's log:\n{postfix.log_tail()}", file=sys.stderr)
         return 1 if failed else 0
     finally:
         stop(smtpd)
         stop(baseline)
+        if postfix is not None:
+            postfix.stop()
+            shutil.rmtree(postfix.root, ignore_errors=True)
         smtpd_log.close()
         baseline_log.close()
         shutil.rmtree(tmp, ignore_errors=True)
