@@ -44,7 +44,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from submission import COUNT, DOMAIN, HOST, RCPT, SENDER, cpu_seconds, fmt, free_ports, run_checked
+from submission import (
+    COUNT,
+    HOST,
+    RCPT,
+    SENDER,
+    SETUP,
+    cpu_seconds,
+    fmt,
+    free_ports,
+    run_checked,
+)
 from submission import stop as stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,22 +64,6 @@ BARE_PATH = "/bench/bare/"
 # The plan rate is checked on every send whatever its value; a high one only keeps larger
 # runs from being throttled (the default is 10,000 messages an hour).
 PLAN_RATE = 100_000_000
-
-SETUP = (
-    """
-import json, django
-django.setup()
-from domains.models import Domain
-from domains.tenancy import create_tenant, add_domain
-from delivery.credentials import create_api_key
-tenant = create_tenant(name="Bench", owner_email="owner@bench.test").tenant
-domain = add_domain(tenant=tenant, name=%r)
-Domain.objects.filter(pk=domain.pk).update(status="verified")
-api_key, key = create_api_key(tenant=tenant, name="bench")
-print(json.dumps({"key": key}))
-"""
-    % DOMAIN
-)
 
 
 def build_body(size: int) -> bytes:

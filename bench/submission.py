@@ -60,15 +60,17 @@ import json, django
 django.setup()
 from domains.models import Domain
 from domains.tenancy import create_tenant, add_domain
-from delivery.credentials import create_smtp_credential
+from delivery.credentials import create_api_key, create_smtp_credential
 tenant = create_tenant(name="Bench", owner_email="owner@bench.test").tenant
 domain = add_domain(tenant=tenant, name=%r)
 Domain.objects.filter(pk=domain.pk).update(status="verified")
 credential, password = create_smtp_credential(tenant=tenant)
-print(json.dumps({"username": credential.username, "password": password}))
+api_key, key = create_api_key(tenant=tenant, name="bench")
+print(json.dumps({"username": credential.username, "password": password, "key": key}))
 """
     % DOMAIN
 )
+"""Creates the bench tenant, its verified domain, an SMTP login and an API key."""
 
 COUNT = """
 import django
