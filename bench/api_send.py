@@ -53,6 +53,7 @@ from submission import (
     cpu_seconds,
     fmt,
     free_ports,
+    percentiles_ms,
     run_checked,
 )
 from submission import stop as stop_process
@@ -187,10 +188,7 @@ class HttpLoad:
         self.deadline = t0 + self.a.time_limit
         await asyncio.gather(*(self.worker() for _ in range(self.a.concurrency)))
         seconds = time.perf_counter() - t0
-        lat = sorted(self.lat)
-
-        def pct(p: float) -> float | None:
-            return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else None
+        p50, p99 = percentiles_ms(self.lat)
 
         return {
             "ok": self.ok,
@@ -199,8 +197,8 @@ class HttpLoad:
             "connects": self.connects,
             "seconds": seconds,
             "per_s": self.ok / seconds if seconds else 0.0,
-            "p50_ms": pct(0.50),
-            "p99_ms": pct(0.99),
+            "p50_ms": p50,
+            "p99_ms": p99,
             "samples": self.samples,
             "timed_out": self.ok + self.other + self.errors < self.n,
         }

@@ -199,10 +199,7 @@ class Load:
         self.deadline = t0 + self.a.time_limit
         await asyncio.gather(*(self.worker() for _ in range(self.a.concurrency)))
         seconds = time.perf_counter() - t0
-        lat = sorted(self.lat)
-
-        def pct(p: float) -> float | None:
-            return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else None
+        p50, p99 = percentiles_ms(self.lat)
 
         return {
             "ok": self.ok,
@@ -210,11 +207,21 @@ class Load:
             "errors": self.errors,
             "seconds": seconds,
             "msgs_per_s": self.ok / seconds if seconds else 0.0,
-            "p50_ms": pct(0.50),
-            "p99_ms": pct(0.99),
+            "p50_ms": p50,
+            "p99_ms": p99,
             "samples": self.samples,
             "timed_out": self.ok + self.rejected + self.errors < self.n,
         }
+
+
+def percentiles_ms(latencies: list[float]) -> tuple[float | None, float | None]:
+    """p50 and p99 of latencies in seconds, as milliseconds (None when there are none)."""
+    ordered = sorted(latencies)
+
+    def at(p: float) -> float | None:
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else None
+
+    return at(0.50), at(0.99)
 
 
 # ---------------------------------------------------------------- processes

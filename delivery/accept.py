@@ -55,7 +55,7 @@ def normalize_line_endings(raw: bytes) -> bytes:
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
-def check_tenant(sender: Sender, recipients: list[str] = ()) -> frozenset[str]:
+def check_gate(sender: Sender, recipients: list[str] = ()) -> frozenset[str]:
     """Ask the reputation gate; refuse as SMTP would, or return the suppressed addresses.
 
     A suspended account gets ``550 5.7.1``; a sender over its rate ``451 4.7.1`` with the
@@ -145,7 +145,7 @@ def accept_message(
     Suppressed recipients are stored too, in their final state ``suppressed`` with an
     event, and are never sent to; the others are accepted as usual.
     """
-    suppressed = check_tenant(sender, recipients)
+    suppressed = check_gate(sender, recipients)
     if len(raw) > settings.SENDMSG_MESSAGE_SIZE_LIMIT:
         raise AcceptError(552, "5.3.4", "Message too big for this platform")
     if not recipients:

@@ -33,9 +33,9 @@ from delivery.accept import (
     AcceptError,
     Sender,
     accept_message,
+    check_gate,
     check_recipient,
     check_sender_domain,
-    check_tenant,
 )
 from delivery.credentials import SmtpIdentity, check_smtp_login
 from delivery.models import Source
@@ -99,7 +99,7 @@ def _sender(session: Session) -> Sender:
 
 
 def _check_mail_from(sender: Sender, address: str) -> None:
-    check_tenant(sender)
+    check_gate(sender)
     check_sender_domain(sender, address, what="Sender")
 
 

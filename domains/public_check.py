@@ -20,7 +20,17 @@ from domains.checks import dnsutil
 from domains.checks.dkim import GOOD_RSA_BITS, MIN_RSA_BITS, describe_published
 from domains.checks.dmarc import check_dmarc
 from domains.checks.mx import check_mx
-from domains.checks.results import WEIGHTS, CheckResult, CheckStatus, error, ok, unknown, warning
+from domains.checks.results import (
+    WEIGHTS,
+    CheckResult,
+    CheckStatus,
+    error,
+    is_partial,
+    ok,
+    score_of,
+    unknown,
+    warning,
+)
 from domains.checks.spf import check_spf
 from domains.checks.transport import check_bimi, check_mta_sts, check_tls_rpt
 from domains.names import InvalidDomain, display_domain, normalize_domain
@@ -126,19 +136,12 @@ class PublicReport:
 
     @property
     def partial(self) -> bool:
-        return any(r.status == CheckStatus.UNKNOWN for r in self.results)
+        return is_partial(self.results)
 
     @property
     def score(self) -> int | None:
-        """0–100 over the checks that answered (unknown ones neither add nor remove).
-
-        None when no check got an answer at all.
-        """
-        known = [r for r in self.results if r.status != CheckStatus.UNKNOWN]
-        weight = sum(PUBLIC_WEIGHTS[r.name] for r in known)
-        if not weight:
-            return None
-        return round(100 * sum(r.points for r in known) / weight)
+        """0–100 over the checks that answered; None when none did."""
+        return score_of(self.results, PUBLIC_WEIGHTS)
 
     def result(self, name: str) -> CheckResult:
         return next(r for r in self.results if r.name == name)

@@ -1,8 +1,7 @@
 """API errors in one shape: ``{"error": {"code", "message", "field"?}}`` with the status
 its code calls for, and the one table that turns accept_message's SMTP answers into them.
 
-Install for the whole API with ``REST_FRAMEWORK["EXCEPTION_HANDLER"] =
-"delivery.api.errors.exception_handler"``; the send views use it either way.
+Installed for the whole API as ``REST_FRAMEWORK["EXCEPTION_HANDLER"]`` in settings.
 """
 
 from __future__ import annotations

@@ -28,7 +28,6 @@ from delivery.accept import AcceptError, Sender, accept_message
 from delivery.api import send_serializers as shapes
 from delivery.api.errors import (
     ApiError,
-    exception_handler,
     from_accept_error,
     from_message_error,
     from_validation_error,
@@ -213,9 +212,6 @@ class SendApiView(APIView):
 
     parser_classes = [JSONParser]
 
-    def get_exception_handler(self):
-        return exception_handler
-
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         if body_too_large(request):
@@ -223,6 +219,14 @@ class SendApiView(APIView):
 
     def sender(self) -> Sender:
         return Sender(tenant_id=self.request.auth.tenant_id)
+
+    def send_one(self, request: Request, prepare: Callable[[Any], Prepared]) -> Response:
+        """One message: replay a stored answer, else prepare, accept and store the answer."""
+        once = Idempotency(request)
+        if (stored := once.replay()) is not None:
+            return stored
+        prepared = prepare(request.data)
+        return once.run(lambda: (201, sent(accept(prepared, sender=self.sender()))))
 
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
@@ -259,11 +263,7 @@ class SendView(SendApiView):
         responses={201: shapes.SentSerializer, **_errors(400, 401, 403, 413, 422, 429)},
     )
     def post(self, request: Request) -> Response:
-        once = Idempotency(request)
-        if (stored := once.replay()) is not None:
-            return stored
-        prepared = prepare_json(request.data)
-        return once.run(lambda: (201, sent(accept(prepared, sender=self.sender()))))
+        return self.send_one(request, prepare_json)
 
 
 class RawSendView(SendApiView):
@@ -280,11 +280,7 @@ class RawSendView(SendApiView):
         responses={201: shapes.SentSerializer, **_errors(400, 401, 403, 413, 422, 429)},
     )
     def post(self, request: Request) -> Response:
-        once = Idempotency(request)
-        if (stored := once.replay()) is not None:
-            return stored
-        prepared = prepare_raw(request.data)
-        return once.run(lambda: (201, sent(accept(prepared, sender=self.sender()))))
+        return self.send_one(request, prepare_raw)
 
 
 class BatchSendView(SendApiView):

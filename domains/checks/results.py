@@ -58,6 +58,21 @@ class CheckResult:
         }
 
 
+def is_partial(results: list[CheckResult]) -> bool:
+    """Whether some check got no DNS answer (its verdict is unknown)."""
+    return any(r.status == CheckStatus.UNKNOWN for r in results)
+
+
+def score_of(results: list[CheckResult], weights: dict[str, int] = WEIGHTS) -> int | None:
+    """0–100 over the checks that got an answer: unknown ones neither add nor remove.
+
+    None when no check got an answer at all.
+    """
+    known = [r for r in results if r.status != CheckStatus.UNKNOWN]
+    weight = sum(weights[r.name] for r in known)
+    return round(100 * sum(r.points for r in known) / weight) if weight else None
+
+
 def ok(name: str, message: str, *, points: float | None = None, **details: Any) -> CheckResult:
     """A passing result; full points unless given."""
     earned = WEIGHTS[name] if points is None else points

@@ -12,7 +12,7 @@ from django.utils import timezone
 from domains.checks.dkim import check_dkim
 from domains.checks.dmarc import check_dmarc
 from domains.checks.mx import check_mx
-from domains.checks.results import CheckResult, CheckStatus
+from domains.checks.results import CheckResult, CheckStatus, is_partial, score_of
 from domains.checks.return_path import check_return_path
 from domains.checks.spf import check_spf
 from domains.checks.transport import check_bimi, check_mta_sts, check_tls_rpt
@@ -31,14 +31,11 @@ class DomainReport:
 
     @property
     def partial(self) -> bool:
-        return any(r.status == CheckStatus.UNKNOWN for r in self.results)
+        return is_partial(self.results)
 
     @property
     def score(self) -> int:
-        """0–100 over the checks that got an answer; unknown ones neither add nor remove."""
-        known = [r for r in self.results if r.status != CheckStatus.UNKNOWN]
-        weight = sum(r.weight for r in known)
-        return round(100 * sum(r.points for r in known) / weight) if weight else 0
+        return score_of(self.results) or 0
 
     def result(self, name: str) -> CheckResult:
         return next(r for r in self.results if r.name == name)
@@ -120,7 +117,7 @@ def check_domain(domain: Domain, *, timeout: float | None = None) -> DomainRepor
     verified = is_verified(by_name)
     report = DomainReport(results, verified)
     previous = domain.checks.first()
-    events: list[DomainEvent] = []
+    events = report.events
     with transaction.atomic():
         if by_name["dkim"].status != CheckStatus.UNKNOWN:
             events += activate_seen_keys(domain=domain, seen_selectors=seen)
@@ -157,7 +154,7 @@ def check_domain(domain: Domain, *, timeout: float | None = None) -> DomainRepor
                         f"{result.name}: {before} → {result.status}. {result.message}",
                     )
                 )
-    return DomainReport(results, verified, events)
+    return report
 
 
 def _event(domain: Domain, kind: DomainEventType, message: str) -> DomainEvent:

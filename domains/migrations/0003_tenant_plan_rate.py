@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('domains', '0002_recheck_schedule'),
+        ("domains", "0002_recheck_schedule"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='tenant',
-            name='plan_rate',
-            field=models.PositiveIntegerField(blank=True, help_text='Messages per hour this tenant may send; empty means the platform default.', null=True),
+            model_name="tenant",
+            name="plan_rate",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Messages per hour this tenant may send; empty means the platform default.",
+                null=True,
+            ),
         ),
     ]
