@@ -13,14 +13,17 @@ from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import formatdate, getaddresses, make_msgid
+from functools import cache
 
 from django.conf import settings
 from django.db import transaction
 
 from delivery.models import Event, EventType, Message, Recipient, RecipientState, Source
-from domains.models import Domain
+from delivery.wake import wake_delivery
+from domains.models import Domain, DomainStatus
 from domains.names import InvalidDomain, domain_of
 from reputation.gate import count_sent, may_send
+from sendmsg import sql
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +86,28 @@ def sender_domain_name(address: str, *, what: str) -> str:
 
 
 def verified_domains(sender: Sender, names: set[str]) -> dict[str, Domain]:
-    """The tenant's verified domains among ``names``, in one query."""
-    rows = Domain.objects.verified().filter(tenant_id=sender.tenant_id, name__in=names)
-    return {domain.name: domain for domain in rows}
+    """The tenant's verified domains among ``names``, in one statement (sendmsg/sql.py)."""
+    if not names:
+        return {}
+    ordered = sorted(names)
+    fields, query = _verified_sql(len(ordered))
+    rows = sql.fetch_all(query, [sender.tenant_id, DomainStatus.VERIFIED, *ordered])
+    domains = (Domain.from_db(None, fields, row) for row in rows)
+    return {domain.name: domain for domain in domains}
+
+
+@cache
+def _verified_sql(count: int) -> tuple[list[str], str]:
+    """The fields a Domain is loaded with (in the model's order, as from_db wants) and the
+    query."""
+    wanted = {"id", "tenant_id", "name", "status"}
+    fields = [f.attname for f in Domain._meta.concrete_fields if f.attname in wanted]
+    columns = ", ".join(sql.quoted(Domain._meta.get_field(name).column) for name in fields)
+    return fields, (
+        f"SELECT {columns} FROM {sql.table(Domain)} WHERE {sql.column(Domain, 'tenant')} = %s "
+        f"AND {sql.column(Domain, 'status')} = %s "
+        f"AND {sql.column(Domain, 'name')} IN ({', '.join(['%s'] * count)})"
+    )
 
 
 def check_sender_domain(
@@ -117,6 +139,12 @@ def check_recipient(address: str) -> str:
         raise AcceptError(553, "5.1.2", f"The domain of {address!r} is not valid") from None
 
 
+def parse_headers(data: bytes):
+    """The header section of a CRLF message (the body is not needed and not parsed)."""
+    end = data.find(b"\r\n\r\n")
+    return BytesHeaderParser(policy=compat32).parsebytes(data if end < 0 else data[: end + 4])
+
+
 def _complete_headers(data: bytes, headers, domain: Domain) -> tuple[bytes, object]:
     """Add Date and Message-ID when the sender left them out; return data and headers."""
     added = b""
@@ -126,7 +154,7 @@ def _complete_headers(data: bytes, headers, domain: Domain) -> tuple[bytes, obje
         added += f"Message-ID: {make_msgid(domain=domain.name)}\r\n".encode()
     if added:
         data = added + data
-        headers = BytesHeaderParser(policy=compat32).parsebytes(data)
+        headers = parse_headers(data)
     return data, headers
 
 
@@ -156,7 +184,7 @@ def accept_message(
     rcpt_domains = [check_recipient(address) for address in recipients]
 
     data = normalize_line_endings(raw)
-    headers = BytesHeaderParser(policy=compat32).parsebytes(data)
+    headers = parse_headers(data)
     from_addresses = [addr for _, addr in getaddresses(headers.get_all("From", [])) if addr]
     if len(from_addresses) != 1:
         raise AcceptError(550, "5.6.0", "The message needs exactly one From: address")
@@ -168,60 +196,58 @@ def accept_message(
         # After DATA the refusal is of the message, not of an address: 550 (RFC 5321).
         raise AcceptError(550, exc.enhanced, exc.text) from None
 
-    with transaction.atomic():
-        message = Message.objects.create(
+    message = Message(
+        tenant_id=sender.tenant_id,
+        domain=domain,
+        source=source,
+        mail_from=mail_from,
+        header_from=from_addresses[0],
+        subject=str(headers.get("Subject", ""))[:998],
+        message_id=str(headers.get("Message-ID", "")).strip()[:998],
+        raw=data,
+        size=len(data),
+        tags=tags or [],
+        metadata=metadata or {},
+    )
+    rows = [
+        Recipient(
+            message=message,
             tenant_id=sender.tenant_id,
-            domain=domain,
-            source=source,
-            mail_from=mail_from,
-            header_from=from_addresses[0],
-            subject=str(headers.get("Subject", ""))[:998],
-            message_id=str(headers.get("Message-ID", "")).strip()[:998],
-            raw=data,
-            size=len(data),
-            tags=tags or [],
-            metadata=metadata or {},
+            address=address,
+            domain=d,
+            state=(
+                RecipientState.SUPPRESSED
+                if address.lower() in suppressed
+                else RecipientState.QUEUED
+            ),
+            next_attempt_at=message.created_at,
+            updated_at=message.created_at,
         )
-        rows = Recipient.objects.bulk_create(
-            Recipient(
-                message=message,
-                tenant_id=sender.tenant_id,
-                address=address,
-                domain=d,
-                state=(
-                    RecipientState.SUPPRESSED
-                    if address.lower() in suppressed
-                    else RecipientState.QUEUED
-                ),
-            )
-            for address, d in zip(recipients, rcpt_domains, strict=True)
-        )
-        Event.objects.bulk_create(
-            Event(
-                tenant_id=sender.tenant_id,
-                message=message,
-                recipient=row,
-                type=(
-                    EventType.ACCEPTED
-                    if row.state == RecipientState.QUEUED
-                    else EventType.SUPPRESSED
-                ),
-                created_at=message.created_at,
-            )
-            for row in rows
+        for address, d in zip(recipients, rcpt_domains, strict=True)
+    ]
+    with transaction.atomic():
+        sql.insert([message])
+        for row in rows:
+            row.message_id = message.pk
+        sql.insert(rows)
+        sql.insert(
+            [
+                Event(
+                    tenant_id=sender.tenant_id,
+                    message=message,
+                    recipient=row,
+                    type=(
+                        EventType.ACCEPTED
+                        if row.state == RecipientState.QUEUED
+                        else EventType.SUPPRESSED
+                    ),
+                    created_at=message.created_at,
+                )
+                for row in rows
+            ]
         )
         count_sent(tenant_id=sender.tenant_id)
         if any(row.state == RecipientState.QUEUED for row in rows):
             transaction.on_commit(lambda: wake_delivery(message.pk))
     log.info("accepted queue_id=%s recipients=%d source=%s", message.queue_id, len(rows), source)
     return message
-
-
-def wake_delivery(message_id: int) -> None:
-    """Ask a worker to deliver now. Only a wake-up: if it is lost, the sweeper delivers."""
-    from delivery.tasks import enqueue_delivery
-
-    try:
-        enqueue_delivery(message_id)
-    except Exception:
-        log.exception("could not enqueue message_id=%s; the sweeper will pick it up", message_id)

@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 BACKOFF_MINUTES = (5, 10, 20, 40, 60, 120, 240)
 
 
+def worst_transaction_seconds() -> int:
+    """The longest one SMTP transaction may take: six steps (connect, EHLO, STARTTLS,
+    MAIL, RCPT, DATA) each allowed SENDMSG_RELAY_TIMEOUT."""
+    return settings.SENDMSG_RELAY_TIMEOUT * 6
+
+
 class HostFailed(Exception):
     """This MX host could not take the mail now; the next one may."""
 

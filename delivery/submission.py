@@ -39,7 +39,14 @@ from delivery.accept import (
 )
 from delivery.credentials import SmtpIdentity, check_smtp_login
 from delivery.models import Source
-from sendmsg.smtp import INTERNAL_ERROR, BaseHandler, client_address, in_thread, in_worker
+from sendmsg.smtp import (
+    INTERNAL_ERROR,
+    BaseHandler,
+    client_address,
+    in_group_commit,
+    in_thread,
+    in_worker,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -246,7 +253,7 @@ class SubmissionHandler(BaseHandler):
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         SessionUsage.of(session).messages += 1
         try:
-            message = await in_thread(accept_message)(
+            message = await in_group_commit(accept_message)(
                 sender=_sender(session),
                 mail_from=envelope.mail_from,
                 recipients=list(envelope.rcpt_tos),

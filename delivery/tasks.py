@@ -3,23 +3,37 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from django.conf import settings
 from django_q.tasks import async_task
 
 from delivery.models import Recipient
-from delivery.relay import deliver_message
+from delivery.relay import deliver_message, worst_transaction_seconds
 
 log = logging.getLogger(__name__)
 
 
-def enqueue_delivery(message_id: int) -> None:
-    async_task("delivery.tasks.deliver", message_id, group="deliver")
+def enqueue_delivery(message_ids: list[int]) -> None:
+    async_task("delivery.tasks.deliver", message_ids, group="deliver")
 
 
-def deliver(message_id: int) -> int:
-    """Deliver a message's due recipients; running it twice is harmless (leases)."""
-    return deliver_message(message_id)
+def deliver(message_ids: list[int] | int) -> int:
+    """Deliver the messages' due recipients; running it twice is harmless (leases).
+
+    A message is started only while a whole worst-case SMTP transaction still fits in
+    django-q2's timeout; the rest go to a new task. (A single id is what tasks queued by
+    earlier releases carry.)
+    """
+    ids = [message_ids] if isinstance(message_ids, int) else list(message_ids)
+    stop_starting = time.monotonic() + settings.Q_CLUSTER["timeout"] - worst_transaction_seconds()
+    claimed = 0
+    for done, message_id in enumerate(ids):
+        if done and time.monotonic() > stop_starting:
+            enqueue_delivery(ids[done:])
+            break
+        claimed += deliver_message(message_id)
+    return claimed
 
 
 def sweep() -> int:
@@ -29,8 +43,9 @@ def sweep() -> int:
         .values_list("message_id", flat=True)
         .distinct()[: settings.SENDMSG_SWEEP_BATCH]
     )
-    for message_id in message_ids:
-        enqueue_delivery(message_id)
+    chunk = settings.SENDMSG_WAKE_CHUNK
+    for start in range(0, len(message_ids), chunk):
+        enqueue_delivery(message_ids[start : start + chunk])
     if message_ids:
         log.info("sweeper woke %d messages", len(message_ids))
     return len(message_ids)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import idna
 
 
@@ -9,6 +11,7 @@ class InvalidDomain(ValueError):
     pass
 
 
+@lru_cache(maxsize=4096)  # every accepted message asks for its domains again
 def normalize_domain(name: str) -> str:
     """The ASCII (A-label) form of ``name``; raises InvalidDomain with a readable reason."""
     cleaned = name.strip().rstrip(".").lower()

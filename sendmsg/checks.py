@@ -6,9 +6,11 @@ from django.core.checks import Error, Warning, register
 
 @register()
 def queue_timeouts(app_configs, **kwargs):
+    from delivery.relay import worst_transaction_seconds
+
     errors = []
     q = settings.Q_CLUSTER
-    worst_transaction = settings.SENDMSG_RELAY_TIMEOUT * 6  # connect, EHLO, TLS, MAIL, RCPT, DATA
+    worst_transaction = worst_transaction_seconds()
     if q["timeout"] <= worst_transaction:
         errors.append(
             Error(

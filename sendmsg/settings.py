@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from sendmsg.env import env_bool, env_int, env_list, env_secret, env_str
+from sendmsg.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("SENDMSG_DATA_DIR", str(BASE_DIR / "data"))).resolve()
@@ -74,6 +74,10 @@ SENDMSG_AUTH_LOCKOUT_SECONDS = env_int("SENDMSG_AUTH_LOCKOUT_SECONDS", 900)
 SENDMSG_LEASE_SECONDS = env_int("SENDMSG_LEASE_SECONDS", 15 * 60)
 SENDMSG_MESSAGE_EXPIRY_HOURS = env_int("SENDMSG_MESSAGE_EXPIRY_HOURS", 72)
 SENDMSG_SWEEP_BATCH = env_int("SENDMSG_SWEEP_BATCH", 1000)
+# Delivery wake-ups are gathered for WINDOW seconds, then sent as tasks of up to CHUNK
+# messages each (delivery/wake.py).
+SENDMSG_WAKE_WINDOW = env_float("SENDMSG_WAKE_WINDOW", 0.02)
+SENDMSG_WAKE_CHUNK = env_int("SENDMSG_WAKE_CHUNK", 20)
 # Days a retired DKIM key's record stays listed before it may be removed from DNS.
 SENDMSG_DKIM_RETIRE_GRACE_DAYS = env_int("SENDMSG_DKIM_RETIRE_GRACE_DAYS", 7)
 # Domain re-checks: verified domains every RECHECK minutes, pending ones more often.

@@ -10,14 +10,15 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import cache, wraps
 from typing import Any, TypeVar
 
 from aiosmtpd.smtp import SMTP
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
+
+from sendmsg.group_commit import GroupCommitExecutor
 
 log = logging.getLogger(__name__)
 
@@ -28,29 +29,45 @@ INTERNAL_ERROR = "451 4.3.0 Temporary server error; please try again later"
 
 
 @cache
-def database_executor() -> ThreadPoolExecutor:
+def database_executor() -> Executor:
     """The threads that run a listener's database work.
 
     SQLite takes one writer at a time: several threads would only sleep in its busy
-    handler (tens of ms each), so one thread per process serves it fastest. A server
-    database gets a pool.
+    handler (tens of ms each), so one thread per process serves it, and commits the
+    messages that arrive together at once (sendmsg/group_commit.py). A server database
+    gets a pool.
     """
-    sqlite = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
-    return ThreadPoolExecutor(max_workers=1 if sqlite else 8, thread_name_prefix="db")
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        return GroupCommitExecutor()
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="db")
 
 
 def in_thread(func: Callable[..., T]) -> Callable[..., Any]:
-    """Run a blocking (ORM, DNS, hashing) function off the event loop.
-
-    Not asgiref's default (thread_sensitive=True), where every call of every session
-    queues on the one main thread whatever the database.
-    """
+    """Run a blocking (ORM, DNS, hashing) function off the event loop, on the database
+    executor (not asgiref's sync_to_async: its default queues every call of every session
+    on one main thread, and its context copying costs more than the calls here)."""
 
     def call(*args: Any, **kwargs: Any) -> T:
         close_old_connections()
         return func(*args, **kwargs)
 
-    return wraps(func)(sync_to_async(call, thread_sensitive=False, executor=database_executor()))
+    async def run(*args: Any, **kwargs: Any) -> T:
+        return await asyncio.wrap_future(database_executor().submit(call, *args, **kwargs))
+
+    return wraps(func)(run)
+
+
+def in_group_commit(func: Callable[..., T]) -> Callable[..., Any]:
+    """``in_thread`` for a call that stores something: on SQLite it shares one commit
+    with the other stores waiting at that moment. It returns only once committed."""
+
+    async def run(*args: Any, **kwargs: Any) -> T:
+        executor = database_executor()
+        if isinstance(executor, GroupCommitExecutor):
+            return await asyncio.wrap_future(executor.submit_grouped(func, *args, **kwargs))
+        return await in_thread(func)(*args, **kwargs)
+
+    return wraps(func)(run)
 
 
 def in_worker(func: Callable[..., T]) -> Callable[..., Any]:

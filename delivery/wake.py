@@ -1,0 +1,76 @@
+"""Delivery wake-ups, gathered: one django-q2 task for the messages of a short window.
+
+A wake-up is a hint (DESIGN: the rows are the truth, the sweeper delivers whatever a
+lost wake-up left behind), but enqueueing one costs a pickled, signed task row and a
+commit of its own: as much as storing the message. So accepted messages are gathered
+for ``SENDMSG_WAKE_WINDOW`` seconds and woken in tasks of up to ``SENDMSG_WAKE_CHUNK``
+messages each, from a thread of this process, off the accept path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+log = logging.getLogger(__name__)
+
+
+class Waker:
+    """Gathers message ids and enqueues them from its own thread, a window at a time."""
+
+    def __init__(self, *, window: float, chunk: int) -> None:
+        self.window = window
+        self.chunk = chunk
+        self._pending: list[int] = []
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def wake(self, message_id: int) -> None:
+        with self._ready:
+            self._pending.append(message_id)
+            if self._thread is None or not self._thread.is_alive():
+                # Started here, not at import: a forked process (gunicorn) gets its own.
+                self._thread = threading.Thread(target=self._run, name="waker", daemon=True)
+                self._thread.start()
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._pending:
+                    self._ready.wait()
+            threading.Event().wait(self.window)  # let the window's messages gather
+            with self._ready:
+                pending, self._pending = self._pending, []
+            self._enqueue(pending)
+
+    def _enqueue(self, message_ids: list[int]) -> None:
+        from delivery.tasks import enqueue_delivery
+
+        close_old_connections()
+        for start in range(0, len(message_ids), self.chunk):
+            chunk = message_ids[start : start + self.chunk]
+            try:
+                enqueue_delivery(chunk)
+            except Exception:
+                log.exception("could not wake %d messages; the sweeper will", len(chunk))
+                connection.close()
+
+
+_waker: Waker | None = None
+_lock = threading.Lock()
+
+
+def wake_delivery(message_id: int) -> None:
+    """Ask a worker to deliver soon (within the window). Only a hint: see the module doc."""
+    global _waker
+    if _waker is None:
+        with _lock:
+            if _waker is None:
+                _waker = Waker(
+                    window=settings.SENDMSG_WAKE_WINDOW, chunk=settings.SENDMSG_WAKE_CHUNK
+                )
+    _waker.wake(message_id)

@@ -1,0 +1,112 @@
+"""Group commit: one database thread that stores the messages of many sessions with one
+commit (one fsync) whenever several arrive together.
+
+SQLite takes one writer at a time and makes each commit durable with an fsync, so a
+listener that commits every message on its own spends most of its time waiting on the
+disk. This thread takes its calls from a queue. Calls submitted with ``submit`` run as
+they come, outside any transaction (reads, AUTH); calls submitted with
+``submit_grouped`` are gathered: all of them that are waiting run in one transaction,
+each in a savepoint of its own, then one commit makes them all durable. A call that
+raises has its savepoint rolled back and gets its exception; the others are unaffected.
+If the commit fails, every call of the group gets the exception and none is stored.
+Each call's result is released only after the commit: a ``250`` still means stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import close_old_connections, transaction
+
+log = logging.getLogger(__name__)
+
+MAX_GROUP = 64  # calls per commit, so one commit never holds the write lock for long
+
+
+@dataclass
+class _Call:
+    future: Future
+    fn: Callable[..., Any]
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    grouped: bool = False
+
+
+class GroupCommitExecutor(Executor):
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        return self._put(_Call(Future(), fn, args, kwargs))
+
+    def submit_grouped(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn`` in a transaction shared with the other grouped calls waiting now."""
+        return self._put(_Call(Future(), fn, args, kwargs, grouped=True))
+
+    def _put(self, call: _Call) -> Future:
+        self._calls.put(call)
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="db", daemon=True)
+                self._thread.start()
+        return call.future
+
+    def _run(self) -> None:
+        while True:
+            waiting = [self._calls.get()]
+            while len(waiting) < MAX_GROUP:
+                try:
+                    waiting.append(self._calls.get_nowait())
+                except queue.Empty:
+                    break
+            close_old_connections()
+            group = []
+            for call in waiting:
+                if call.grouped:
+                    group.append(call)
+                elif call.future.set_running_or_notify_cancel():
+                    _settle(call.future, call.fn, call.args, call.kwargs)
+            if group:
+                _commit_group(group)
+
+
+def _settle(future: Future, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+def _commit_group(group: list[_Call]) -> None:
+    outcomes: list[tuple[_Call, bool, Any]] = []
+    try:
+        with transaction.atomic():
+            for call in group:
+                if not call.future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    with transaction.atomic():
+                        outcomes.append((call, True, call.fn(*call.args, **call.kwargs)))
+                except Exception as exc:
+                    outcomes.append((call, False, exc))
+    except Exception as exc:  # BEGIN or COMMIT failed: nothing of the group is stored
+        log.warning("group commit of %d calls failed: %s", len(group), exc)
+        for call in group:
+            if not call.future.done():
+                call.future.set_exception(exc)
+        return
+    for call, ok, value in outcomes:
+        if ok:
+            call.future.set_result(value)
+        else:
+            call.future.set_exception(value)
