@@ -21,6 +21,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -61,6 +62,7 @@ TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients; send the rest in another m
 SESSION_RECIPIENTS = "452 4.5.3 Too many recipients in this session; reconnect for the rest"
 SESSION_MESSAGES = "421 4.7.0 Too many messages in this session; please reconnect"
 SESSION_RECIPIENTS_CLOSE = "421 4.7.0 Too many recipients in this session; please reconnect"
+SENDER_RECHECK_SECONDS = 5.0
 NEEDS_SMTPUTF8 = "553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter on MAIL FROM"
 
 # RFC 5321 §4.3.2: what may answer the end of DATA. Codes the accept path uses for other
@@ -90,6 +92,8 @@ class SessionUsage:
 
     messages: int = 0
     recipients: int = 0
+    # The envelope sender last found allowed, and when (time.monotonic()).
+    sender_allowed: tuple[str, float] | None = None
 
     @classmethod
     def of(cls, session: Session) -> SessionUsage:
@@ -108,6 +112,18 @@ def _sender(session: Session) -> Sender:
 def _check_mail_from(sender: Sender, address: str) -> None:
     check_gate(sender)
     check_sender_domain(sender, address, what="Sender")
+
+
+def _recently_allowed(usage: SessionUsage, address: str) -> bool:
+    """Whether this session's last message had the same sender, allowed moments ago.
+
+    A session usually sends many messages from one address: the MAIL check (an early
+    refusal) is then not repeated for each. The end of DATA checks sender and gate anyway.
+    """
+    if usage.sender_allowed is None:
+        return False
+    allowed, at = usage.sender_allowed
+    return allowed == address and time.monotonic() - at < SENDER_RECHECK_SECONDS
 
 
 async def _throttle(call: Callable[[auth_throttle.Subject], T], subject, *, default: T) -> T:
@@ -220,10 +236,12 @@ class SubmissionHandler(BaseHandler):
             return SESSION_RECIPIENTS_CLOSE
         if not address.isascii() and "SMTPUTF8" not in options:
             return NEEDS_SMTPUTF8
-        try:
-            await in_thread(_check_mail_from)(_sender(session), address)
-        except AcceptError as exc:
-            return str(exc)
+        if not _recently_allowed(usage, address):
+            try:
+                await in_thread(_check_mail_from)(_sender(session), address)
+            except AcceptError as exc:
+                return str(exc)
+            usage.sender_allowed = (address, time.monotonic())
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return SENDER_OK

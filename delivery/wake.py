@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -24,6 +25,7 @@ class Waker:
     def __init__(self, *, window: float, chunk: int) -> None:
         self.window = window
         self.chunk = chunk
+        self.submit: Callable[..., object] | None = None
         self._pending: list[int] = []
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -45,12 +47,15 @@ class Waker:
             threading.Event().wait(self.window)  # let the window's messages gather
             with self._ready:
                 pending, self._pending = self._pending, []
-            self._enqueue(pending)
+            if self.submit is None:
+                close_old_connections()
+                self._enqueue(pending)
+            else:
+                self.submit(self._enqueue, pending)
 
     def _enqueue(self, message_ids: list[int]) -> None:
         from delivery.tasks import enqueue_delivery
 
-        close_old_connections()
         for start in range(0, len(message_ids), self.chunk):
             chunk = message_ids[start : start + self.chunk]
             try:
@@ -64,8 +69,7 @@ _waker: Waker | None = None
 _lock = threading.Lock()
 
 
-def wake_delivery(message_id: int) -> None:
-    """Ask a worker to deliver soon (within the window). Only a hint: see the module doc."""
+def waker() -> Waker:
     global _waker
     if _waker is None:
         with _lock:
@@ -73,4 +77,16 @@ def wake_delivery(message_id: int) -> None:
                 _waker = Waker(
                     window=settings.SENDMSG_WAKE_WINDOW, chunk=settings.SENDMSG_WAKE_CHUNK
                 )
-    _waker.wake(message_id)
+    return _waker
+
+
+def wake_delivery(message_id: int) -> None:
+    """Ask a worker to deliver soon (within the window). Only a hint: see the module doc."""
+    waker().wake(message_id)
+
+
+def enqueue_through(submit: Callable[..., object]) -> None:
+    """Have this process's wake-ups enqueued by ``submit(fn, message_ids)`` instead of the
+    waker's own connection: an SMTP listener hands them to its group commit, so they ride
+    along with the messages' commit instead of taking SQLite's write lock once more."""
+    waker().submit = submit

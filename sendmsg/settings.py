@@ -7,6 +7,7 @@ generated into the data folder on first use. `deploy/env.example` lists every va
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -60,6 +61,9 @@ SENDMSG_DEFAULT_PLAN_RATE = env_int("SENDMSG_DEFAULT_PLAN_RATE", 10000)
 # SMTP submission limits: idle timeout (seconds, RFC 5321 §4.5.3.2.7), open connections per
 # client address (per process), messages and recipients per session.
 SENDMSG_SMTP_TIMEOUT = env_int("SENDMSG_SMTP_TIMEOUT", 300)
+# Processes serving the SMTP listeners (one Python process uses one core); they share
+# the per-address connection limit below.
+SENDMSG_SMTP_PROCESSES = env_int("SENDMSG_SMTP_PROCESSES", min(os.cpu_count() or 1, 4))
 SENDMSG_SMTP_MAX_CONNECTIONS_PER_ADDRESS = env_int("SENDMSG_SMTP_MAX_CONNECTIONS_PER_ADDRESS", 50)
 SENDMSG_SMTP_MAX_MESSAGES_PER_SESSION = env_int("SENDMSG_SMTP_MAX_MESSAGES_PER_SESSION", 1000)
 SENDMSG_SMTP_MAX_RECIPIENTS_PER_SESSION = env_int("SENDMSG_SMTP_MAX_RECIPIENTS_PER_SESSION", 10000)

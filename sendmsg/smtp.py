@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import re
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import cache, wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiosmtpd.smtp import SMTP
@@ -38,7 +41,9 @@ def database_executor() -> Executor:
     gets a pool.
     """
     if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-        return GroupCommitExecutor()
+        return GroupCommitExecutor(
+            Path(settings.DATABASES["default"]["NAME"]).with_suffix(".smtp-lock")
+        )
     return ThreadPoolExecutor(max_workers=8, thread_name_prefix="db")
 
 
@@ -142,9 +147,7 @@ def with_enhanced_code(reply: bytes) -> bytes:
 class ConnectionLimit:
     """Open connections per client address, shared by the listeners of one process.
 
-    Only the event loop's thread touches it, so it needs no lock. Each process counts its
-    own connections: with several SMTP processes behind one address, the limit applies
-    per process.
+    Only the event loop's thread touches it, so it needs no lock.
     """
 
     def __init__(self, limit: int) -> None:
@@ -161,6 +164,37 @@ class ConnectionLimit:
         self.open[address] -= 1
         if self.open[address] <= 0:
             del self.open[address]
+
+
+class SharedConnectionLimit:
+    """Open connections per client address, counted across the SMTP processes forked
+    from one parent (create it before the fork), in shared memory.
+
+    Addresses hash into SLOTS counters: two addresses share a count only when their
+    hashes collide, which is rare and then only stricter.
+    """
+
+    SLOTS = 65536
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.counts = multiprocessing.Array("i", self.SLOTS)
+
+    def _slot(self, address: str) -> int:
+        return zlib.crc32(address.encode()) % self.SLOTS
+
+    def admit(self, address: str) -> bool:
+        slot = self._slot(address)
+        with self.counts.get_lock():
+            if self.counts[slot] >= self.limit:
+                return False
+            self.counts[slot] += 1
+            return True
+
+    def release(self, address: str) -> None:
+        slot = self._slot(address)
+        with self.counts.get_lock():
+            self.counts[slot] = max(0, self.counts[slot] - 1)
 
 
 def client_address(peer: Any) -> str:
@@ -184,7 +218,13 @@ class PlatformSMTP(SMTP):
       ``421 4.4.2`` before the connection closes (aiosmtpd just closes).
     """
 
-    def __init__(self, handler: Any, *, connections: ConnectionLimit | None = None, **kwargs):
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        connections: ConnectionLimit | SharedConnectionLimit | None = None,
+        **kwargs,
+    ):
         super().__init__(handler, **kwargs)
         self._connections = connections
         self._admitted: str | None = None  # the address counted in _connections

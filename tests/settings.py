@@ -22,6 +22,7 @@ TEST_ENV = {
     "SENDMSG_SUBMISSION_PORT": str(free_port()),
     "SENDMSG_SUBMISSION_TLS_PORT": str(free_port()),
     "SENDMSG_INBOUND_PORT": str(free_port()),
+    "SENDMSG_SMTP_PROCESSES": "2",  # whatever the machine's cores: the forked path is tested
     "SENDMSG_WEB_PORT": str(free_port()),
     "SENDMSG_TLS_CERT": os.path.join(_data_dir, "tls", "cert.pem"),
     "SENDMSG_TLS_KEY": os.path.join(_data_dir, "tls", "key.pem"),

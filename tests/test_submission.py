@@ -38,6 +38,7 @@ STRICT_LIMITS = {
     "SENDMSG_SMTP_MAX_RECIPIENTS_PER_SESSION": "5",
     "SENDMSG_SMTP_MAX_MESSAGES_PER_SESSION": "3",
     "SENDMSG_SMTP_MAX_CONNECTIONS_PER_ADDRESS": "3",
+    "SENDMSG_SMTP_PROCESSES": "3",  # the connection limit holds across processes
     "SENDMSG_SMTP_TIMEOUT": "3",
     "SENDMSG_MESSAGE_SIZE_LIMIT": "100000",
     "SENDMSG_AUTH_SLOWDOWN_AFTER": "2",
@@ -436,6 +437,39 @@ def test_sender_and_recipient_rules(platform, login, client_tls, mx):
 
 
 # -- durable accept ------------------------------------------------------------------------
+
+
+def test_sessions_at_once_each_get_their_own_answer(platform, login, client_tls, mx):
+    """Messages that arrive together share a commit (and, with several listener
+    processes, take turns at the database); each 250 is still its own stored message, and
+    one refused among them leaves nothing behind and costs the others nothing."""
+    sessions = 12
+    wires = [
+        submission(settings.SENDMSG_SUBMISSION_PORT, client_tls, login) for _ in range(sessions)
+    ]
+    for i, wire in enumerate(wires):
+        assert wire.cmd("MAIL FROM:<news@acme.test>") == "250 2.1.0 Sender OK"
+        assert wire.cmd(f"RCPT TO:<r{i}@dest.test>") == "250 2.1.5 Recipient OK"
+        assert wire.cmd("DATA").startswith("354 ")
+    # Every message's last line goes out at once; then the replies are read.
+    for i, wire in enumerate(wires):
+        author = "ceo@globex.test" if i == 5 else "news@acme.test"
+        wire.send(message(f"r{i}@dest.test", subject=f"at once {i}", sender=author) + b".\r\n")
+    replies = [wire.reply() for wire in wires]
+    for wire in wires:
+        wire.close()
+    refused = replies.pop(5)
+    assert refused[0] == 550 and refused[1][-1].startswith("5.7.1 "), refused
+    queue_ids = []
+    for code, lines in replies:
+        assert code == 250 and lines[-1].startswith("2.0.0 Ok: queued as "), lines
+        queue_ids.append(lines[-1].rsplit(" ", 1)[1])
+    stored = dict(Message.objects.values_list("queue_id", "subject"))
+    assert sorted(stored) == sorted(queue_ids)
+    assert "at once 5" not in stored.values()
+    others = [f"r{i}@dest.test" for i in range(sessions) if i != 5]
+    assert_stored(*others)
+    assert_delivered(mx, *others)
 
 
 def test_database_locked_gives_451_and_the_retry_succeeds(strict, login, client_tls, mx):

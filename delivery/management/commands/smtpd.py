@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import socket
 
+from django import db
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from delivery import wake
 from delivery.submission import SubmissionHandler
 from reputation.inbound import InboundHandler
-from sendmsg.smtp import ConnectionLimit
+from sendmsg.group_commit import GroupCommitExecutor
+from sendmsg.smtp import ConnectionLimit, SharedConnectionLimit, database_executor
 from sendmsg.smtp import PlatformSMTP as SMTP
 from sendmsg.tls import server_context
 
@@ -21,7 +27,7 @@ LISTENERS = ("submission", "submission-tls", "inbound")
 SHUTDOWN_GRACE_SECONDS = 10
 
 
-def smtp_factory(name: str, connections: ConnectionLimit | None = None):
+def smtp_factory(name: str, connections: ConnectionLimit | SharedConnectionLimit | None = None):
     """A protocol factory for one listener, and the ssl context for implicit TLS (or None).
 
     ``connections`` counts open connections per client address; the two submission
@@ -76,22 +82,33 @@ def port_of(name: str) -> int:
     }[name]
 
 
-async def serve(names: list[str]) -> None:
+def listening_sockets(names: list[str]) -> dict[str, socket.socket]:
+    """Bound and listening before any fork, so every process accepts on the same ones."""
+    return {
+        name: socket.create_server((settings.SENDMSG_BIND, port_of(name)), backlog=511)
+        for name in names
+    }
+
+
+async def serve(
+    sockets: dict[str, socket.socket], connections: ConnectionLimit | SharedConnectionLimit
+) -> None:
+    """Serve ``sockets`` until SIGTERM or SIGINT; ``connections`` counts the submission
+    listeners' open connections per client address (both listeners share one count)."""
+    executor = database_executor()
+    if isinstance(executor, GroupCommitExecutor):
+        wake.enqueue_through(executor.submit_grouped)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     servers = []
-    submission_connections = ConnectionLimit(settings.SENDMSG_SMTP_MAX_CONNECTIONS_PER_ADDRESS)
-    for name in names:
+    for name, sock in sockets.items():
         factory, ssl_context = smtp_factory(
-            name, submission_connections if name.startswith("submission") else None
+            name, connections if name.startswith("submission") else None
         )
-        server = await loop.create_server(
-            factory, host=settings.SENDMSG_BIND, port=port_of(name), ssl=ssl_context
-        )
-        servers.append(server)
-        log.info("%s listening on %s:%d", name, settings.SENDMSG_BIND, port_of(name))
+        servers.append(await loop.create_server(factory, sock=sock, ssl=ssl_context))
+        log.info("%s listening on %s:%d pid=%d", name, *sock.getsockname()[:2], os.getpid())
     await stop.wait()
     log.info("stopping SMTP listeners")
     for server in servers:
@@ -101,6 +118,45 @@ async def serve(names: list[str]) -> None:
     )
 
 
+def run_processes(
+    sockets: dict[str, socket.socket], connections: SharedConnectionLimit, count: int
+) -> int:
+    """Fork ``count`` processes that serve the same sockets (each with its own event loop
+    and database thread: one Python process uses one core); forward SIGTERM and SIGINT to
+    them. If one exits, the others are stopped too and its exit code is returned."""
+    db.connections.close_all()  # no database connection may be shared across a fork
+    children = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                asyncio.run(serve(sockets, connections))
+            except BaseException:
+                log.exception("SMTP process failed")
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum, frame) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    while children:
+        pid, status = os.wait()
+        if pid in children:
+            children.remove(pid)
+            code = code or os.waitstatus_to_exitcode(status)
+            forward(signal.SIGTERM, None)
+    return code
+
+
 class Command(BaseCommand):
     help = "Run SMTP listeners: submission (STARTTLS), submission-tls (implicit TLS), inbound MX."
 
@@ -108,11 +164,26 @@ class Command(BaseCommand):
         parser.add_argument(
             "listeners", nargs="*", help=f"Any of {', '.join(LISTENERS)}; default all three."
         )
+        parser.add_argument(
+            "--processes",
+            type=int,
+            default=settings.SENDMSG_SMTP_PROCESSES,
+            help="Processes serving the listeners (default SENDMSG_SMTP_PROCESSES).",
+        )
 
-    def handle(self, *args, listeners: list[str], **options) -> None:
+    def handle(self, *args, listeners: list[str], processes: int, **options) -> None:
         unknown = sorted(set(listeners) - set(LISTENERS))
         if unknown:
             raise CommandError(
                 f"Unknown listener {unknown[0]!r}; choose from {', '.join(LISTENERS)}."
             )
-        asyncio.run(serve(listeners or list(LISTENERS)))
+        if processes < 1:
+            raise CommandError("--processes must be at least 1.")
+        sockets = listening_sockets(listeners or list(LISTENERS))
+        limit = settings.SENDMSG_SMTP_MAX_CONNECTIONS_PER_ADDRESS
+        if processes == 1:
+            asyncio.run(serve(sockets, ConnectionLimit(limit)))
+            return
+        code = run_processes(sockets, SharedConnectionLimit(limit), processes)
+        if code:
+            raise CommandError(f"an SMTP process exited with code {code}")
