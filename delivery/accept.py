@@ -92,7 +92,7 @@ def verified_domains(sender: Sender, names: set[str]) -> dict[str, Domain]:
     ordered = sorted(names)
     fields, query = _verified_sql(len(ordered))
     rows = sql.fetch_all(query, [sender.tenant_id, DomainStatus.VERIFIED, *ordered])
-    domains = (Domain.from_db(None, fields, row) for row in rows)
+    domains = (sql.load(Domain, fields, row) for row in rows)
     return {domain.name: domain for domain in domains}
 
 
@@ -100,9 +100,7 @@ def verified_domains(sender: Sender, names: set[str]) -> dict[str, Domain]:
 def _verified_sql(count: int) -> tuple[list[str], str]:
     """The fields a Domain is loaded with (in the model's order, as from_db wants) and the
     query."""
-    wanted = {"id", "tenant_id", "name", "status"}
-    fields = [f.attname for f in Domain._meta.concrete_fields if f.attname in wanted]
-    columns = ", ".join(sql.quoted(Domain._meta.get_field(name).column) for name in fields)
+    fields, columns = sql.selected(Domain, {"id", "tenant_id", "name", "status"})
     return fields, (
         f"SELECT {columns} FROM {sql.table(Domain)} WHERE {sql.column(Domain, 'tenant')} = %s "
         f"AND {sql.column(Domain, 'status')} = %s "

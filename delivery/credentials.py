@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 
 from django.db import transaction
 from django.utils import timezone
@@ -12,6 +13,7 @@ from django.utils import timezone
 from delivery.keyed_hash import keyed_hash, matches, new_secret
 from delivery.models import ApiKey, SmtpCredential
 from domains.models import Domain, Tenant
+from sendmsg import sql
 
 SMTP_PURPOSE = "smtp password"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -84,15 +86,27 @@ def create_api_key(*, tenant: Tenant, name: str = "") -> tuple[ApiKey, str]:
 
 
 def check_api_key(key: str) -> ApiKey | None:
-    """The live key matching ``key`` (looked up by its keyed hash), else None."""
-    api_key = (
-        ApiKey.objects.filter(key_hash=keyed_hash(key, purpose=API_PURPOSE), revoked=False)
-        .select_related("tenant")
-        .first()
-    )
-    if api_key is not None:
-        _touch(api_key)
+    """The live key matching ``key`` (looked up by its keyed hash), else None.
+
+    One statement written once (sendmsg/sql.py: every API call asks this). The key's
+    ``tenant`` is loaded when first used.
+    """
+    fields, query = _api_key_sql()
+    row = sql.fetch_one(query, [keyed_hash(key, purpose=API_PURPOSE), False])
+    if row is None:
+        return None
+    api_key = sql.load(ApiKey, fields, row)
+    _touch(api_key)
     return api_key
+
+
+@cache
+def _api_key_sql() -> tuple[list[str], str]:
+    fields, columns = sql.selected(ApiKey)
+    return fields, (
+        f"SELECT {columns} FROM {sql.table(ApiKey)} "
+        f"WHERE {sql.column(ApiKey, 'key_hash')} = %s AND {sql.column(ApiKey, 'revoked')} = %s"
+    )
 
 
 def _touch(row: SmtpCredential | ApiKey) -> None:

@@ -64,6 +64,36 @@ def execute(sql: str, params: Sequence[Any]) -> int:
         return cursor.rowcount
 
 
+def load(model: type[Model], fields: Sequence[str], row: Sequence[Any]) -> Model:
+    """An instance of ``model`` from a row of ``fields`` (attnames, in the model's field
+    order), each value converted as the ORM converts it (SQLite hands datetimes back as
+    text and booleans as 0 and 1). Fields not selected load on first use."""
+    connection = _connection()
+    values = []
+    for name, value in zip(fields, row, strict=True):
+        for convert, expression in _converters(model, name, connection.vendor):
+            value = convert(value, expression, connection)
+        values.append(value)
+    return model.from_db(connection.alias, list(fields), values)
+
+
+@cache
+def _converters(model: type[Model], name: str, vendor: str) -> list[tuple[Any, Any]]:
+    connection = _connection()
+    field = model._meta.get_field(name)
+    column = field.get_col(model._meta.db_table)
+    converters = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+    return [(convert, column) for convert in converters]
+
+
+def selected(model: type[Model], names: set[str] | None = None) -> tuple[list[str], str]:
+    """The attnames of ``names`` (all fields when None) in the model's order, as ``load``
+    wants them, and the quoted columns to SELECT."""
+    fields = [f.attname for f in model._meta.concrete_fields if names is None or f.attname in names]
+    columns = ", ".join(quoted(model._meta.get_field(name).column) for name in fields)
+    return fields, columns
+
+
 @cache
 def _insertable(model: type[Model]) -> tuple[Field, ...]:
     return tuple(f for f in model._meta.concrete_fields if f is not model._meta.auto_field)

@@ -14,6 +14,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail, ValidationError
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from delivery import mime
 
@@ -25,6 +26,29 @@ MAX_METADATA_BYTES = 10_000
 
 def _invalid(error: mime.MessageError) -> ValidationError:
     return ValidationError(ErrorDetail(error.message, code=error.code))
+
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class BodyTextField(serializers.CharField):
+    """A text or HTML body. DRF's CharField looks for lone surrogates (which JSON can
+    carry as escapes, and which no encoding can write) one character at a time in Python:
+    ~0.2 ms for 5 KB. The same check here is one regular-expression search."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("default", "")
+        super().__init__(allow_blank=True, trim_whitespace=False, **kwargs)
+        self.validators = [
+            v for v in self.validators if not isinstance(v, ProhibitSurrogateCharactersValidator)
+        ]
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        if LONE_SURROGATE.search(value):
+            raise ValidationError("Lone surrogate characters are not allowed.")
+        return value
 
 
 class HeaderTextField(serializers.CharField):
@@ -223,12 +247,8 @@ class SendSerializer(serializers.Serializer):
     )
     reply_to = MailboxListField(required=False, default=list)
     subject = HeaderTextField(required=False, default="", allow_blank=True, max_length=998)
-    text = serializers.CharField(
-        required=False, default="", allow_blank=True, trim_whitespace=False
-    )
-    html = serializers.CharField(
-        required=False, default="", allow_blank=True, trim_whitespace=False
-    )
+    text = BodyTextField()
+    html = BodyTextField()
     headers = HeadersField(required=False, default=dict)
     attachments = AttachmentSerializer(many=True, required=False, default=list)
     tags = tags_field()
