@@ -10,11 +10,13 @@ SENDMSG_WEB_WORKERS default) and gunicorn's default sync worker — with
 DJANGO_SETTINGS_MODULE=bench.api_settings: the platform's settings with a bench-only
 urlconf (bench/api_urls.py) that serves every route of sendmsg.urls plus /bench/bare/, a
 DRF APIView with no authentication and no permissions that answers 201 with a small
-JSON body (the framework's ceiling on this server). --threads N runs gunicorn's gthread
-worker with N threads instead (that worker keeps connections alive).
+JSON body (the framework's ceiling on this server), and /bench/commit/, the same view
+storing the parsed body in one row with one commit (the floor cost of "201 means
+stored"). --threads N runs gunicorn's gthread worker with N threads instead (that worker
+keeps connections alive).
 
-The same asyncio client (raw HTTP/1.1 over asyncio streams, no dependencies) drives both
-endpoints, interleaved (bare, send, bare, send, ...): -c concurrent clients, each keeping
+The same asyncio client (raw HTTP/1.1 over asyncio streams, no dependencies) drives the
+endpoints, interleaved (bare, commit, send, bare, ...): -c concurrent clients, each keeping
 its connection alive as long as the server lets it (gunicorn's sync worker closes every
 connection after one response, so the client then reconnects, for both endpoints
 alike), POSTing the same request — the same headers, `Authorization: Bearer <key>`
@@ -62,6 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REPLY_TIMEOUT = 30.0
 SEND_PATH = "/api/v1/send/"
 BARE_PATH = "/bench/bare/"
+COMMIT_PATH = "/bench/commit/"
 # The plan rate is checked on every send whatever its value; a high one only keeps larger
 # runs from being throttled (the default is 10,000 messages an hour).
 PLAN_RATE = 100_000_000
@@ -264,7 +267,7 @@ def main() -> int:
     py = sys.executable
     web = None
     web_log = open(tmp / "web.log", "wb")
-    names = ["bare", "send"]
+    names = ["bare", "commit", "send"]
     results: dict[str, list[dict]] = {name: [] for name in names}
     failed = False
     try:
@@ -284,6 +287,7 @@ def main() -> int:
         body = build_body(args.size)
         requests = {
             "bare": build_request(web_port, BARE_PATH, key, body),
+            "commit": build_request(web_port, COMMIT_PATH, key, body),
             "send": build_request(web_port, SEND_PATH, key, body),
         }
         wait_for_http(web_port, requests["bare"], web)
@@ -315,7 +319,7 @@ def main() -> int:
                 results[name].append(res)
                 note = " TIME LIMIT" if res["timed_out"] else ""
                 print(
-                    f"  round {rnd} {name:5} {res['ok']:6d} x 201 in {res['seconds']:6.1f}s "
+                    f"  round {rnd} {name:6} {res['ok']:6d} x 201 in {res['seconds']:6.1f}s "
                     f"= {fmt(res['per_s']):>7}/s  p50 {fmt(res['p50_ms'])} ms  "
                     f"p99 {fmt(res['p99_ms'])} ms  connections {res['connects']}  "
                     f"other statuses {res['other']} errors {res['errors']}{note}",
@@ -329,6 +333,7 @@ def main() -> int:
 
         labels = {
             "bare": f"bare DRF APIView `POST {BARE_PATH}`",
+            "commit": f"DRF APIView + one committed row `POST {COMMIT_PATH}`",
             "send": f"sendmsg `POST {SEND_PATH}`",
         }
         print("\n| endpoint | 201/s (median) | p50 ms | p99 ms | server CPU ms/request |")
@@ -356,6 +361,8 @@ def main() -> int:
                 f"\nratio send/bare: {ratio:.2f} (per round: {', '.join(paired)}); "
                 f"floor 0.50: {'met' if ratio >= 0.5 else 'NOT met'}"
             )
+        if med["commit"]:
+            print(f"ratio send/commit: {med['send'] / med['commit']:.2f}")
 
         got = warm["send"] + sum(r["ok"] for r in results["send"])
         rows = int(run_checked([py, "-c", COUNT], env, timeout=120).strip().splitlines()[-1])

@@ -143,17 +143,17 @@ def parse_headers(data: bytes):
     return BytesHeaderParser(policy=compat32).parsebytes(data if end < 0 else data[: end + 4])
 
 
-def _complete_headers(data: bytes, headers, domain: Domain) -> tuple[bytes, object]:
-    """Add Date and Message-ID when the sender left them out; return data and headers."""
+def _complete_headers(data: bytes, headers, domain: Domain) -> tuple[bytes, str]:
+    """Add Date and Message-ID when the sender left them out; the data and its
+    Message-ID."""
     added = b""
     if headers.get("Date") is None:
         added += f"Date: {formatdate(localtime=False, usegmt=True)}\r\n".encode()
-    if headers.get("Message-ID") is None:
-        added += f"Message-ID: {make_msgid(domain=domain.name)}\r\n".encode()
-    if added:
-        data = added + data
-        headers = parse_headers(data)
-    return data, headers
+    message_id = headers.get("Message-ID")
+    if message_id is None:
+        message_id = make_msgid(domain=domain.name)
+        added += f"Message-ID: {message_id}\r\n".encode()
+    return added + data, str(message_id).strip()
 
 
 def accept_message(
@@ -186,7 +186,7 @@ def accept_message(
     from_addresses = [addr for _, addr in getaddresses(headers.get_all("From", [])) if addr]
     if len(from_addresses) != 1:
         raise AcceptError(550, "5.6.0", "The message needs exactly one From: address")
-    data, headers = _complete_headers(data, headers, domain)
+    data, message_id = _complete_headers(data, headers, domain)
     try:
         # Usually the envelope's domain again: no second query then.
         check_sender_domain(sender, from_addresses[0], what="From:", known={domain.name: domain})
@@ -201,7 +201,7 @@ def accept_message(
         mail_from=mail_from,
         header_from=from_addresses[0],
         subject=str(headers.get("Subject", ""))[:998],
-        message_id=str(headers.get("Message-ID", "")).strip()[:998],
+        message_id=message_id[:998],
         raw=data,
         size=len(data),
         tags=tags or [],
@@ -245,6 +245,8 @@ def accept_message(
             ]
         )
         count_sent(tenant_id=sender.tenant_id)
+        # message.recipients.all() answers from these rows, without a query.
+        message._prefetched_objects_cache = {"recipients": rows}
         if any(row.state == RecipientState.QUEUED for row in rows):
             transaction.on_commit(lambda: wake_delivery(message.pk))
     log.info("accepted queue_id=%s recipients=%d source=%s", message.queue_id, len(rows), source)

@@ -80,7 +80,7 @@ SENDMSG_MESSAGE_EXPIRY_HOURS = env_int("SENDMSG_MESSAGE_EXPIRY_HOURS", 72)
 SENDMSG_SWEEP_BATCH = env_int("SENDMSG_SWEEP_BATCH", 1000)
 # Delivery wake-ups are gathered for WINDOW seconds, then sent as tasks of up to CHUNK
 # messages each (delivery/wake.py).
-SENDMSG_WAKE_WINDOW = env_float("SENDMSG_WAKE_WINDOW", 0.02)
+SENDMSG_WAKE_WINDOW = env_float("SENDMSG_WAKE_WINDOW", 0.1)
 SENDMSG_WAKE_CHUNK = env_int("SENDMSG_WAKE_CHUNK", 20)
 # Days a retired DKIM key's record stays listed before it may be removed from DNS.
 SENDMSG_DKIM_RETIRE_GRACE_DAYS = env_int("SENDMSG_DKIM_RETIRE_GRACE_DAYS", 7)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 from django.utils import timezone
+from django_q.models import OrmQ
 
+from delivery import tasks
 from delivery.accept import Sender, accept_message
 from delivery.models import Event, Message, Recipient, RecipientState, Source
-from delivery.relay import deliver_message
+from delivery.relay import deliver_message, worst_transaction_seconds
 from tests.conftest import MX_ADDRESS
 from tests.peers.smtp_receiver import SmtpReceiver
 
@@ -146,3 +148,24 @@ def test_expired_lease_is_taken_over_and_a_lost_lease_records_nothing(verified_d
         event=EventType.BOUNCED,
     )
     assert states(message)["alice@dest.test"][0] == "delivered"
+
+
+def test_a_deliver_task_hands_on_what_it_has_no_time_left_for(verified_domain, mx, settings):
+    """A task starts a message only while a worst-case SMTP transaction still fits in
+    django-q2's timeout; the messages it has no time for go to a new task."""
+    messages = [send(verified_domain, f"r{i}@dest.test") for i in range(3)]
+    # A timeout of exactly one worst-case transaction leaves time to start one message.
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": worst_transaction_seconds()}
+    assert tasks.deliver([m.pk for m in messages]) == 1
+    assert [m.rcpt_tos for m in mx.messages] == [["r0@dest.test"]]
+    (queued,) = OrmQ.objects.all()
+    assert queued.task["func"] == "delivery.tasks.deliver"
+    assert queued.task["args"] == ([messages[1].pk, messages[2].pk],)
+    # That task delivers the rest (with a normal timeout, in one go).
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 10 * worst_transaction_seconds()}
+    assert tasks.deliver(*queued.task["args"]) == 2
+    assert sorted(a for m in mx.messages for a in m.rcpt_tos) == [
+        "r0@dest.test",
+        "r1@dest.test",
+        "r2@dest.test",
+    ]

@@ -37,7 +37,7 @@ from delivery.accept import AcceptError, Sender, check_sender_domain
 from delivery.api.errors import ApiError, from_accept_error
 from delivery.api.send_views import Prepared, accept, body_limit, body_too_large
 from delivery.credentials import check_api_key
-from delivery.models import ApiKey, Message, Recipient
+from delivery.models import ApiKey, Message
 
 KEY_HEADER = "X-Server-API-Key"
 MAX_PER_FIELD = 50
@@ -265,10 +265,10 @@ def prepare_raw(params: dict) -> Prepared:
 
 
 def result(message: Message) -> dict[str, Any]:
-    rows = Recipient.objects.filter(message=message).order_by("pk").values_list("pk", "address")
+    rows = sorted(message.recipients.all(), key=lambda row: row.pk)
     return {
         "message_id": message.message_id.strip().strip("<>"),
-        "messages": {address: {"id": pk, "token": message.queue_id} for pk, address in rows},
+        "messages": {row.address: {"id": row.pk, "token": message.queue_id} for row in rows},
     }
 
 

@@ -33,7 +33,7 @@ from delivery.api.errors import (
     from_validation_error,
 )
 from delivery.mime import MessageError, build_message, envelope_recipients
-from delivery.models import IdempotencyKey, Message, Recipient, Source
+from delivery.models import IdempotencyKey, Message, Source
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -113,11 +113,11 @@ def prepare_raw(data: Any) -> Prepared:
 
 
 def sent(message: Message) -> dict[str, Any]:
-    rows = Recipient.objects.filter(message=message).order_by("pk").values_list("pk", "address")
+    rows = sorted(message.recipients.all(), key=lambda row: row.pk)
     return {
         "id": message.queue_id,
         "message_id": message.message_id,
-        "recipients": [{"address": address, "id": pk} for pk, address in rows],
+        "recipients": [{"address": row.address, "id": row.pk} for row in rows],
     }
 
 
