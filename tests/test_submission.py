@@ -11,7 +11,9 @@ the throttle counts per client address in a cache every process of the run share
 from __future__ import annotations
 
 import base64
+import os
 import re
+import signal
 import smtplib
 import socket
 import sqlite3
@@ -634,3 +636,40 @@ def test_swaks_submits_on_both_ports(platform, login, mx, implicit_tls):
     [received] = assert_delivered(mx, to)
     assert b"Subject: sent by swaks" in received.data
     assert b"Hello from swaks." in received.data
+
+
+def test_listener_processes_stop_when_their_parent_is_killed(platform, tmp_path):
+    """SIGKILL leaves the parent no chance to forward a signal: the forked listeners must
+    still stop (the kernel tells them), not keep serving the port."""
+    port = free_port()
+    env = platform_env()
+    env.update({"SENDMSG_SUBMISSION_PORT": str(port), "SENDMSG_SMTP_PROCESSES": "2"})
+    process = ManagedProcess(
+        "smtpd-orphans", manage_py("smtpd", "submission"), env=env, cwd=REPO_ROOT, log_dir=tmp_path
+    )
+    process.start()
+    try:
+        process.wait_for_port("127.0.0.1", port)
+        wait_until(lambda: len(children(process.pid)) == 2, timeout=10)
+        listeners = children(process.pid)
+        os.kill(process.pid, signal.SIGKILL)
+        wait_until(lambda: not any(running(pid) for pid in listeners), timeout=10)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2)
+    finally:
+        process.stop()
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"

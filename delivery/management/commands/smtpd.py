@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -118,6 +119,17 @@ async def serve(
     )
 
 
+def stop_with_parent(parent: int) -> None:
+    """Have the kernel send this process SIGTERM when its parent dies (Linux), so that a
+    parent killed without a chance to forward signals leaves no listener behind."""
+    PR_SET_PDEATHSIG = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        log.warning("cannot ask to be stopped with the parent: errno %d", ctypes.get_errno())
+    if os.getppid() != parent:  # it died before the request above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run_processes(
     sockets: dict[str, socket.socket], connections: SharedConnectionLimit, count: int
 ) -> int:
@@ -125,12 +137,14 @@ def run_processes(
     and database thread: one Python process uses one core); forward SIGTERM and SIGINT to
     them. If one exits, the others are stopped too and its exit code is returned."""
     db.connections.close_all()  # no database connection may be shared across a fork
+    parent = os.getpid()
     children = []
     for _ in range(count):
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
+                stop_with_parent(parent)
                 asyncio.run(serve(sockets, connections))
             except BaseException:
                 log.exception("SMTP process failed")
