@@ -4,17 +4,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends --no-upgrade
-# The real peers the tests start: DNS server, DKIM verifiers, an SMTP client.
-TEST_PACKAGES := unbound swaks libnet-ssleay-perl libmail-dkim-perl opendkim opendkim-tools chromium
+# The real peers the tests start: DNS server, DKIM verifiers, an SMTP client, a browser,
+# PostgreSQL (a throwaway cluster per run; the system's own is not used).
+TEST_PACKAGES := unbound swaks libnet-ssleay-perl libmail-dkim-perl opendkim opendkim-tools chromium postgresql
 
 .PHONY: run test install install-test peers clean
 
 run: install
 	$(PY) manage.py serve
 
+# The whole suite twice: on SQLite (the embedded default), then on PostgreSQL.
 test: install-test peers
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+	SENDMSG_TEST_DATABASE=postgres $(PY) -m pytest
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \

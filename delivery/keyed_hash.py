@@ -14,7 +14,12 @@ from django.conf import settings
 
 
 def new_secret(nbytes: int = 24) -> str:
-    return secrets.token_urlsafe(nbytes)
+    """A random URL-safe secret that never starts with "-", which command-line tools
+    (swaks, curl) would read as an option."""
+    while True:
+        secret = secrets.token_urlsafe(nbytes)
+        if not secret.startswith("-"):
+            return secret
 
 
 def keyed_hash(value: str, *, purpose: str) -> str:

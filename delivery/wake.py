@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection, transaction
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,12 @@ class Waker:
             with self._ready:
                 pending, self._pending = self._pending, []
             if self.submit is None:
-                close_old_connections()
-                self._enqueue(pending)
+                # A connection of its own for each window (at most a few a second), not
+                # one held open for the process's life.
+                try:
+                    self._enqueue(pending)
+                finally:
+                    connection.close()
             else:
                 self.submit(self._enqueue, pending)
 
@@ -59,10 +63,10 @@ class Waker:
         for start in range(0, len(message_ids), self.chunk):
             chunk = message_ids[start : start + self.chunk]
             try:
-                enqueue_delivery(chunk)
+                with transaction.atomic():  # inside a group commit: rolled back alone
+                    enqueue_delivery(chunk)
             except Exception:
                 log.exception("could not wake %d messages; the sweeper will", len(chunk))
-                connection.close()
 
 
 _waker: Waker | None = None

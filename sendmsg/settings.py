@@ -138,14 +138,18 @@ TEMPLATES = [
 
 def _database(url: str) -> dict:
     config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    # Seconds a write waits for another's lock before failing (SMTP 451 4.3.0, HTTP 503):
+    # a client retries later instead of hanging.
+    lock_timeout = env_int("SENDMSG_DB_LOCK_TIMEOUT", 20)
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        config.setdefault("OPTIONS", {})["options"] = f"-c lock_timeout={lock_timeout * 1000}"
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # Several processes (web, SMTP, workers) write one file: IMMEDIATE transactions
         # take the write lock up front instead of failing when a read turns into a write;
         # synchronous=FULL so a 250 after DATA survives a power loss.
         config["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",
-            # Seconds a write waits for another process's lock before failing (451 4.3.0).
-            "timeout": env_int("SENDMSG_SQLITE_TIMEOUT", 20),
+            "timeout": lock_timeout,
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
         }
         config["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}

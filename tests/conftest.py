@@ -13,6 +13,7 @@ import pytest
 import trustme
 from django.conf import settings
 from django.core.management import call_command
+from django.db import connection
 
 from tests.peers.dns_server import DnsServer
 from tests.peers.processes import REPO_ROOT, ManagedProcess, manage_py
@@ -40,6 +41,20 @@ def run_command(*args: str) -> str:
 
 def run_json(*args: str) -> dict:
     return json.loads(run_command(*args, "--json"))
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's, and on PostgreSQL: sessions still open at the end (the live
+    server's request threads end without closing theirs) are ended, so the test
+    database can be dropped."""
+    yield
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
 
 
 @pytest.fixture(scope="session")
@@ -93,8 +108,16 @@ def platform_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env.update(TEST_ENV)
     env["DJANGO_SETTINGS_MODULE"] = "sendmsg.settings"
-    env["DATABASE_URL"] = f"sqlite:///{settings.DATABASES['default']['NAME']}"
+    env["DATABASE_URL"] = database_url()
     return env
+
+
+def database_url() -> str:
+    """The test database (its name set by pytest-django) as a DATABASE_URL."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
 @pytest.fixture(scope="session")

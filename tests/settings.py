@@ -30,6 +30,21 @@ TEST_ENV = {
 os.environ.update(TEST_ENV)
 os.environ.pop("DATABASE_URL", None)
 
+# `make test` runs the suite twice: on SQLite, then with SENDMSG_TEST_DATABASE=postgres
+# on a throwaway PostgreSQL cluster started here, before Django reads DATABASE_URL.
+TEST_DATABASE = os.environ.get("SENDMSG_TEST_DATABASE", "sqlite")
+if TEST_DATABASE == "postgres":
+    import atexit
+
+    from tests.peers.postgres import PostgresCluster
+
+    _cluster = PostgresCluster()
+    _cluster.start()
+    atexit.register(_cluster.stop)
+    os.environ["DATABASE_URL"] = _cluster.url
+elif TEST_DATABASE != "sqlite":
+    raise RuntimeError(f"SENDMSG_TEST_DATABASE is sqlite or postgres, not {TEST_DATABASE!r}")
+
 from sendmsg.settings import *  # noqa: E402,F403
 from sendmsg.settings import STATIC_ROOT  # noqa: E402
 

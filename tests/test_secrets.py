@@ -15,6 +15,7 @@ from delivery.credentials import (
     create_api_key,
     create_smtp_credential,
 )
+from delivery.keyed_hash import new_secret
 from domains import crypto
 from domains.models import DkimKey
 from domains.tenancy import add_domain
@@ -81,3 +82,9 @@ def test_hashes_depend_on_the_server_key(owner, settings):
     credential, password = create_smtp_credential(tenant=owner[0])
     settings.HASH_KEY = "a different server key"
     assert check_smtp_login(credential.username, password) is None
+
+
+def test_generated_secrets_never_start_with_a_dash():
+    """A password starting with "-" reads as an option to swaks or curl; one in 64 random
+    URL-safe secrets would."""
+    assert not any(new_secret().startswith("-") for _ in range(2000))
