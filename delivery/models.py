@@ -113,17 +113,21 @@ class RecipientQuerySet(models.QuerySet):
         """Lease the due recipients in this queryset to the caller.
 
         One conditional UPDATE stamps a fresh token on exactly the rows still due, so two
-        workers racing for the same rows get disjoint sets (select_for_update is a no-op
-        on SQLite, the UPDATE's row lock is not).
+        workers racing for the same rows get disjoint sets. On PostgreSQL the rows are
+        picked with ``FOR UPDATE SKIP LOCKED``: a worker passes over rows another is
+        claiming instead of waiting for it (SQLite has one writer at a time anyway, and
+        ignores the clause).
         """
         now = timezone.now()
         token = uuid.uuid4().hex
-        self.due(now).update(
-            state=RecipientState.SENDING,
-            lease_token=token,
-            lease_until=now + timedelta(seconds=lease_seconds),
-            updated_at=now,
-        )
+        with transaction.atomic():
+            picked = self.due(now).select_for_update(skip_locked=True).values("pk")
+            Recipient.objects.filter(pk__in=picked).due(now).update(
+                state=RecipientState.SENDING,
+                lease_token=token,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                updated_at=now,
+            )
         claimed = list(Recipient.objects.filter(lease_token=token).select_related("message"))
         return token, claimed
 

@@ -3,6 +3,8 @@ can have from one attempt, with the remote reply recorded."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.conf import settings
 from django.utils import timezone
@@ -169,3 +171,31 @@ def test_a_deliver_task_hands_on_what_it_has_no_time_left_for(verified_domain, m
         "r1@dest.test",
         "r2@dest.test",
     ]
+
+
+@pytest.mark.skipif(
+    settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"),
+    reason="FOR UPDATE SKIP LOCKED is PostgreSQL's; SQLite has one writer at a time",
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_passes_over_rows_another_worker_is_claiming(verified_domain):
+    """On PostgreSQL a worker claiming recipients skips the rows another holds locked,
+    instead of waiting for that worker's transaction."""
+    import psycopg
+
+    from tests.conftest import database_url
+
+    message = send(verified_domain, "a@dest.test", "b@dest.test")
+    busy = Recipient.objects.get(address="a@dest.test")
+    url = database_url().replace("postgres://", "postgresql://")
+    with psycopg.connect(url) as other:
+        other.execute(  # the other worker, mid-claim: the row is locked
+            f"SELECT id FROM {Recipient._meta.db_table} WHERE id = %s FOR UPDATE", [busy.pk]
+        )
+        started = time.monotonic()
+        _, claimed = Recipient.objects.filter(message=message).claim(lease_seconds=60)
+        assert time.monotonic() - started < 1  # did not wait for the lock
+        other.rollback()
+    assert [r.address for r in claimed] == ["b@dest.test"]
+    busy.refresh_from_db()
+    assert busy.state == RecipientState.QUEUED  # left for whoever holds it, or the next run
