@@ -271,7 +271,8 @@ class SubmissionHandler(BaseHandler):
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         SessionUsage.of(session).messages += 1
         try:
-            message = await in_group_commit(accept_message)(
+            # accept_message writes in one atomic block, or nothing (its contract).
+            message = await in_group_commit(accept_message, atomic=True)(
                 sender=_sender(session),
                 mail_from=envelope.mail_from,
                 recipients=list(envelope.rcpt_tos),

@@ -39,6 +39,7 @@ class _Call:
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
     grouped: bool = False
+    savepoint: bool = True
 
 
 class GroupCommitExecutor(Executor):
@@ -55,9 +56,15 @@ class GroupCommitExecutor(Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         return self._put(_Call(Future(), fn, args, kwargs))
 
-    def submit_grouped(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        """Run ``fn`` in a transaction shared with the other grouped calls waiting now."""
-        return self._put(_Call(Future(), fn, args, kwargs, grouped=True))
+    def submit_grouped(
+        self, fn: Callable[..., Any], /, *args: Any, savepoint: bool = True, **kwargs: Any
+    ) -> Future:
+        """Run ``fn`` in a transaction shared with the other grouped calls waiting now.
+
+        ``savepoint=False`` for a function that undoes its own writes when it raises (its
+        writes are one ``atomic`` block): a savepoint of the group's around it would only
+        cost two more statements."""
+        return self._put(_Call(Future(), fn, args, kwargs, grouped=True, savepoint=savepoint))
 
     def _put(self, call: _Call) -> Future:
         self._calls.put(call)
@@ -116,7 +123,7 @@ def _commit_group(group: list[_Call]) -> None:
                 if not call.future.set_running_or_notify_cancel():
                     continue
                 try:
-                    with transaction.atomic():
+                    with transaction.atomic() if call.savepoint else contextlib.nullcontext():
                         outcomes.append((call, True, call.fn(*call.args, **call.kwargs)))
                 except Exception as exc:
                     outcomes.append((call, False, exc))

@@ -62,14 +62,16 @@ def in_thread(func: Callable[..., T]) -> Callable[..., Any]:
     return wraps(func)(run)
 
 
-def in_group_commit(func: Callable[..., T]) -> Callable[..., Any]:
+def in_group_commit(func: Callable[..., T], *, atomic: bool = False) -> Callable[..., Any]:
     """``in_thread`` for a call that stores something: on SQLite it shares one commit
-    with the other stores waiting at that moment. It returns only once committed."""
+    with the other stores waiting at that moment. It returns only once committed.
+    ``atomic``: ``func`` undoes its own writes when it raises (GroupCommitExecutor)."""
 
     async def run(*args: Any, **kwargs: Any) -> T:
         executor = database_executor()
         if isinstance(executor, GroupCommitExecutor):
-            return await asyncio.wrap_future(executor.submit_grouped(func, *args, **kwargs))
+            future = executor.submit_grouped(func, *args, savepoint=not atomic, **kwargs)
+            return await asyncio.wrap_future(future)
         return await in_thread(func)(*args, **kwargs)
 
     return wraps(func)(run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -98,7 +99,7 @@ async def serve(
     listeners' open connections per client address (both listeners share one count)."""
     executor = database_executor()
     if isinstance(executor, GroupCommitExecutor):
-        wake.enqueue_through(executor.submit_grouped)
+        wake.enqueue_through(functools.partial(executor.submit_grouped, savepoint=False))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
