@@ -25,8 +25,6 @@ from sendmsg.resolver import make_resolver
 
 log = logging.getLogger(__name__)
 
-# Minutes before attempt n+1 (RFC 5321 §4.5.4.1: at least 30 min is usual, we start sooner).
-BACKOFF_MINUTES = (5, 10, 20, 40, 60, 120, 240)
 
 
 def worst_transaction_seconds() -> int:
@@ -196,9 +194,20 @@ def record_outcome(recipient: Recipient, reply: SmtpReply, *, mx_host: str) -> N
     )
 
 
+def retry_delay(attempts: int) -> timedelta:
+    """The wait after ``attempts`` failed attempts (at least 1), as Postfix's defaults
+    have it: SENDMSG_RETRY_FIRST_SECONDS (300), doubling, at most
+    SENDMSG_RETRY_MAX_SECONDS (4,000)."""
+    first, cap = settings.SENDMSG_RETRY_FIRST_SECONDS, settings.SENDMSG_RETRY_MAX_SECONDS
+    return timedelta(seconds=min(cap, first * 2 ** min(max(attempts - 1, 0), 32)))
+
+
 def next_attempt_at(recipient: Recipient):
-    """When to retry, or None once the message's lifetime is over."""
-    attempt = min(recipient.attempts, len(BACKOFF_MINUTES) - 1)
-    at = timezone.now() + timedelta(minutes=BACKOFF_MINUTES[attempt])
-    expires = recipient.message.created_at + timedelta(hours=settings.SENDMSG_MESSAGE_EXPIRY_HOURS)
-    return at if at < expires else None
+    """When to retry after this failed attempt, or None when the message has been queued
+    for its whole lifetime (SENDMSG_MESSAGE_EXPIRY_HOURS, default 5 days): then it
+    expires. As with Postfix, a retry due after the lifetime is still made, once."""
+    now = timezone.now()
+    lifetime = timedelta(hours=settings.SENDMSG_MESSAGE_EXPIRY_HOURS)
+    if now >= recipient.message.created_at + lifetime:
+        return None
+    return now + retry_delay(recipient.attempts + 1)

@@ -76,7 +76,11 @@ SENDMSG_AUTH_LOCKOUT_AFTER = env_int("SENDMSG_AUTH_LOCKOUT_AFTER", 10)
 SENDMSG_AUTH_LOCKOUT_SECONDS = env_int("SENDMSG_AUTH_LOCKOUT_SECONDS", 900)
 # How long a worker holds a claimed recipient before the sweeper may hand it to another.
 SENDMSG_LEASE_SECONDS = env_int("SENDMSG_LEASE_SECONDS", 15 * 60)
-SENDMSG_MESSAGE_EXPIRY_HOURS = env_int("SENDMSG_MESSAGE_EXPIRY_HOURS", 72)
+# How long a message is retried before its undelivered recipients expire (Postfix's
+# maximal_queue_lifetime), and the retry delays: the first, doubling up to the cap.
+SENDMSG_MESSAGE_EXPIRY_HOURS = env_int("SENDMSG_MESSAGE_EXPIRY_HOURS", 5 * 24)
+SENDMSG_RETRY_FIRST_SECONDS = env_int("SENDMSG_RETRY_FIRST_SECONDS", 300)
+SENDMSG_RETRY_MAX_SECONDS = env_int("SENDMSG_RETRY_MAX_SECONDS", 4000)
 SENDMSG_SWEEP_BATCH = env_int("SENDMSG_SWEEP_BATCH", 1000)
 # Delivery wake-ups are gathered for WINDOW seconds, then sent as tasks of up to CHUNK
 # messages each (delivery/wake.py).

@@ -4,8 +4,10 @@ can have from one attempt, with the remote reply recorded."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
+import time_machine
 from django.conf import settings
 from django.utils import timezone
 from django_q.models import OrmQ
@@ -199,3 +201,26 @@ def test_a_claim_passes_over_rows_another_worker_is_claiming(verified_domain):
     assert [r.address for r in claimed] == ["b@dest.test"]
     busy.refresh_from_db()
     assert busy.state == RecipientState.QUEUED  # left for whoever holds it, or the next run
+
+
+def test_retries_back_off_as_postfix_does_then_the_recipient_expires(verified_domain, mx):
+    """5 minutes, doubling, at most 4,000 s between attempts; after 5 days queued, the
+    next failure expires the recipient (a final state with its event)."""
+    mx.reply_data("451 4.3.0 Try again later")
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        message = send(verified_domain, "alice@dest.test")
+        waits = []
+        for _ in range(6):
+            assert deliver_message(message.pk) == 1
+            recipient = Recipient.objects.get(message=message)
+            assert recipient.state == RecipientState.DEFERRED
+            waits.append((recipient.next_attempt_at - timezone.now()).total_seconds())
+            clock.move_to(recipient.next_attempt_at)
+        assert waits == [300, 600, 1200, 2400, 4000, 4000]
+        clock.move_to(message.created_at + timedelta(days=5))
+        assert deliver_message(message.pk) == 1
+    recipient = Recipient.objects.get(message=message)
+    assert (recipient.state, recipient.attempts) == (RecipientState.EXPIRED, 7)
+    types = list(Event.objects.filter(recipient=recipient).values_list("type", flat=True))
+    assert types == ["accepted", *["deferred"] * 6, "expired"]
+    assert len(mx.messages) == 0  # the receiver never took it
