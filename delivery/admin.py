@@ -1,6 +1,60 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 
+from delivery import queue_control
 from delivery.models import ApiKey, Event, IdempotencyKey, Message, Recipient, SmtpCredential
+from delivery.queue_control import Action
+
+ACTION_WORDS = {
+    Action.HOLD: "held",
+    Action.RELEASE: "released",
+    Action.RETRY_NOW: "set to retry now",
+    Action.CANCEL: "cancelled",
+}
+
+
+class QueueActions:
+    """Hold, release, retry now and cancel (delivery/queue_control.py), for a list of
+    messages or of recipients; each message touched gets a line in the admin history."""
+
+    actions = ["hold", "release", "retry_now", "cancel"]
+
+    def recipients_of(self, queryset: QuerySet) -> QuerySet[Recipient]:
+        raise NotImplementedError
+
+    def _apply(self, request, queryset, action: Action) -> None:
+        outcome = queue_control.apply(action, self.recipients_of(queryset))
+        word = ACTION_WORDS[action]
+        for message in Message.objects.filter(
+            pk__in={r.message_id for r in outcome.moved}
+        ).order_by("pk"):
+            moved = [r.address for r in outcome.moved if r.message_id == message.pk]
+            self.log_change(request, message, f"Recipients {word}: {', '.join(moved)}")
+        self.message_user(request, f"{len(outcome.moved)} recipient(s) {word}.")
+        if outcome.left:
+            states = sorted({f"{r.address} ({r.state})" for r in outcome.left})
+            shown = ", ".join(states[:10]) + (" …" if len(states) > 10 else "")
+            self.message_user(
+                request,
+                f"{len(outcome.left)} left as they are (not in a state this applies to): {shown}",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Hold (queued or deferred recipients wait for release)")
+    def hold(self, request, queryset):
+        self._apply(request, queryset, Action.HOLD)
+
+    @admin.action(description="Release held recipients (queued again, sent now)")
+    def release(self, request, queryset):
+        self._apply(request, queryset, Action.RELEASE)
+
+    @admin.action(description="Retry deferred recipients now")
+    def retry_now(self, request, queryset):
+        self._apply(request, queryset, Action.RETRY_NOW)
+
+    @admin.action(description="Cancel (recipients not sent yet are never sent)")
+    def cancel(self, request, queryset):
+        self._apply(request, queryset, Action.CANCEL)
 
 
 @admin.register(SmtpCredential)
@@ -38,7 +92,7 @@ class RecipientInline(admin.TabularInline):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(QueueActions, admin.ModelAdmin):
     list_display = ["queue_id", "tenant", "header_from", "subject", "size", "created_at"]
     list_filter = ["source"]
     search_fields = ["queue_id", "header_from", "subject", "message_id", "tenant__name"]
@@ -57,13 +111,19 @@ class MessageAdmin(admin.ModelAdmin):
     ]
     inlines = [RecipientInline]
 
+    def recipients_of(self, queryset: QuerySet) -> QuerySet[Recipient]:
+        return Recipient.objects.filter(message__in=queryset)
+
 
 @admin.register(Recipient)
-class RecipientAdmin(admin.ModelAdmin):
+class RecipientAdmin(QueueActions, admin.ModelAdmin):
     list_display = ["address", "state", "attempts", "next_attempt_at", "last_code", "message"]
     list_filter = ["state"]
     search_fields = ["address", "message__queue_id"]
     raw_id_fields = ["message", "tenant"]
+
+    def recipients_of(self, queryset: QuerySet) -> QuerySet[Recipient]:
+        return queryset
 
 
 @admin.register(Event)

@@ -207,6 +207,9 @@ class EventType(models.TextChoices):
     BOUNCED = "bounced", "Bounced: the recipient's server refused it"
     EXPIRED = "expired", "Expired: not delivered within the message's lifetime"
     SUPPRESSED = "suppressed", "Suppressed: the address is on the suppression list; not sent"
+    HELD = "held", "Held by an operator: not sent until released"
+    RELEASED = "released", "Released by an operator: queued again"
+    CANCELLED = "cancelled", "Cancelled before it was sent"
     INBOUND_REPORT = "inbound_report", "A bounce or complaint report arrived"
 
 

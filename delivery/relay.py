@@ -26,7 +26,6 @@ from sendmsg.resolver import make_resolver
 log = logging.getLogger(__name__)
 
 
-
 def worst_transaction_seconds() -> int:
     """The longest one SMTP transaction may take: six steps (connect, EHLO, STARTTLS,
     MAIL, RCPT, DATA) each allowed SENDMSG_RELAY_TIMEOUT."""

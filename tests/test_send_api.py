@@ -643,6 +643,9 @@ def test_outsider_gets_404_on_every_api_endpoint_that_takes_an_id(owner, outside
     assert SmtpCredential.objects.filter(pk=credential.pk, revoked=False).exists()
     assert ApiKey.objects.filter(pk=api_key.pk, revoked=False).exists()
     assert Message.objects.filter(queue_id=sent["id"]).exists()
+    assert not Recipient.objects.filter(message__queue_id=sent["id"]).exclude(
+        state=RecipientState.QUEUED
+    )  # not cancelled
 
 
 # -- schema -------------------------------------------------------------------------------

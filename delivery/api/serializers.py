@@ -45,3 +45,17 @@ class MessageSerializer(serializers.ModelSerializer):
             "created_at",
             "recipients",
         ]
+
+
+class RecipientStateSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    address = serializers.CharField()
+    state = serializers.CharField()
+
+
+class CancelResultSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The message's queue id.")
+    cancelled = RecipientStateSerializer(many=True, help_text="Never sent now.")
+    not_cancelled = RecipientStateSerializer(
+        many=True, help_text="Sent, being sent right now, or final already: left as they are."
+    )
