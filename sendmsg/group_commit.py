@@ -82,16 +82,25 @@ class GroupCommitExecutor(Executor):
                     waiting.append(self._calls.get_nowait())
                 except queue.Empty:
                     break
-            close_old_connections()
-            group = []
-            for call in waiting:
-                if call.grouped:
-                    group.append(call)
-                elif call.future.set_running_or_notify_cancel():
-                    _settle(call.future, call.fn, call.args, call.kwargs)
-            if group:
-                with self._turn():
-                    _commit_group(group)
+            try:
+                self._serve(waiting)
+            except Exception as exc:  # e.g. the lock file: these calls fail, the thread goes on
+                log.exception("database thread: %d calls failed", len(waiting))
+                for call in waiting:
+                    if not call.future.done():
+                        call.future.set_exception(exc)
+
+    def _serve(self, waiting: list[_Call]) -> None:
+        close_old_connections()
+        group = []
+        for call in waiting:
+            if call.grouped:
+                group.append(call)
+            elif call.future.set_running_or_notify_cancel():
+                _settle(call.future, call.fn, call.args, call.kwargs)
+        if group:
+            with self._turn():
+                _commit_group(group)
 
     @contextlib.contextmanager
     def _turn(self) -> Iterator[None]:

@@ -23,6 +23,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -517,6 +518,32 @@ def test_database_locked_gives_451_and_the_retry_succeeds(strict, login, client_
     assert_stored("locked@dest.test")
     assert_delivered(mx, "locked@dest.test")
     assert logged in strict.process.log()  # logged, never told
+
+
+@pytest.mark.skipif(
+    not settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"),
+    reason="the listeners' group commit and its lock file are SQLite's",
+)
+def test_a_failing_database_thread_answers_451_and_goes_on(strict, login, client_tls, mx):
+    """If the group commit cannot even start (here: its lock file cannot be opened), the
+    messages waiting get 451 and the database thread keeps serving the next ones."""
+    lock = Path(settings.DATABASES["default"]["NAME"]).with_suffix(".smtp-lock")
+    lock.unlink(missing_ok=True)
+    lock.mkdir()  # a directory cannot be opened for appending
+    try:
+        client = smtplib.SMTP("localhost", strict.port, timeout=15)
+        client.starttls(context=client_tls)
+        client.login(*login)
+        assert client.mail("news@acme.test")[0] == 250
+        assert client.rcpt("first@dest.test")[0] == 250
+        code, text = client.data(message("first@dest.test"))
+        assert (code, text) == (451, b"4.3.0 Temporary server error; please try again later")
+    finally:
+        lock.rmdir()
+    client.sendmail("news@acme.test", ["first@dest.test"], message("first@dest.test"))
+    client.quit()
+    assert_stored("first@dest.test")
+    assert_delivered(mx, "first@dest.test")
 
 
 # -- smuggling and STARTTLS injection ------------------------------------------------------
