@@ -1,5 +1,4 @@
 from django.contrib import admin, messages
-from django.db.models import QuerySet
 
 from delivery import queue_control
 from delivery.models import ApiKey, Event, IdempotencyKey, Message, Recipient, SmtpCredential
@@ -18,12 +17,12 @@ class QueueActions:
     messages or of recipients; each message touched gets a line in the admin history."""
 
     actions = ["hold", "release", "retry_now", "cancel"]
-
-    def recipients_of(self, queryset: QuerySet) -> QuerySet[Recipient]:
-        raise NotImplementedError
+    # How the selected rows name their recipients: "message__in" or "pk__in".
+    recipients_lookup: str
 
     def _apply(self, request, queryset, action: Action) -> None:
-        outcome = queue_control.apply(action, self.recipients_of(queryset))
+        recipients = Recipient.objects.filter(**{self.recipients_lookup: queryset})
+        outcome = queue_control.apply(action, recipients)
         word = ACTION_WORDS[action]
         for message in Message.objects.filter(
             pk__in={r.message_id for r in outcome.moved}
@@ -110,9 +109,7 @@ class MessageAdmin(QueueActions, admin.ModelAdmin):
         "created_at",
     ]
     inlines = [RecipientInline]
-
-    def recipients_of(self, queryset: QuerySet) -> QuerySet[Recipient]:
-        return Recipient.objects.filter(message__in=queryset)
+    recipients_lookup = "message__in"
 
 
 @admin.register(Recipient)
@@ -121,9 +118,7 @@ class RecipientAdmin(QueueActions, admin.ModelAdmin):
     list_filter = ["state"]
     search_fields = ["address", "message__queue_id"]
     raw_id_fields = ["message", "tenant"]
-
-    def recipients_of(self, queryset: QuerySet) -> QuerySet[Recipient]:
-        return queryset
+    recipients_lookup = "pk__in"
 
 
 @admin.register(Event)
