@@ -8,7 +8,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from django.db import transaction
 
 from delivery.accept import normalize_line_endings
-from delivery.verp import find_recipient
+from delivery.verp import find_recipient, is_return_path
 from reputation.models import InboundReport
 from sendmsg.smtp import BaseHandler, in_thread
 
@@ -19,7 +19,9 @@ NO_SUCH_USER = "550 5.1.1 No such mailbox here (this host takes only bounces for
 
 def store_reports(*, rcpt_tos: list[str], envelope_from: str, peer: str, raw: bytes) -> int:
     data = normalize_line_endings(raw)
-    recipients = [r for r in (find_recipient(a) for a in rcpt_tos) if r is not None]
+    recipients = [r for r in (find_recipient(a, data) for a in rcpt_tos) if r is not None]
+    if len(recipients) < len(rcpt_tos):
+        log.info("inbound report from %s names no single recipient for some addresses", peer)
     with transaction.atomic():
         for recipient in recipients:
             InboundReport.objects.create(
@@ -36,7 +38,7 @@ class InboundHandler(BaseHandler):
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if await in_thread(find_recipient)(address) is None:
+        if not await in_thread(is_return_path)(address):
             log.info("inbound refused rcpt=%r peer=%s", address[:320], session.peer[0])
             return NO_SUCH_USER
         envelope.rcpt_tos.append(address)
