@@ -1,6 +1,8 @@
-"""A private Postfix instance for the benchmarks: accept-only, STARTTLS + AUTH PLAIN.
+"""A private Postfix instance for the benchmarks, STARTTLS + AUTH PLAIN: accept-only (hold)
+or relaying to a local sink.
 
-Used by bench/submission.py --postfix. Everything lives in one temp directory (its own
+Used by bench/submission.py --postfix (hold mode) and bench/e2e_relay.py (relay mode,
+below). Everything lives in one temp directory (its own
 config, queue and data directories, its own SASL database); the system's Postfix
 configuration is neither read nor changed, and the instance is started and stopped with
 `postfix -c CONFIG_DIR start|stop`.
@@ -18,6 +20,12 @@ What the instance does (README.md, "Postfix as the anchor", shows the generated 
   sendmsg submission listener with no delivery workers;
 * logs to a file in the temp dir through postlogd (Postfix always logs; with no
   syslog here, a file keeps that cost in).
+
+Relay mode (``relay_port=PORT``): the same instance and front door, but nothing is put on
+hold: the HOLD restriction is removed and ``relayhost = [127.0.0.1]:PORT`` sends every
+accepted message on to that port (a local sink), with opportunistic STARTTLS
+(smtp_tls_security_level = may, as sendmsg's relay does). Queue, concurrency (20 per
+destination) and connection caching are Postfix's defaults. Postfix does no DKIM signing.
 
 Debian's Postfix looks for Cyrus SASL's smtpd.conf in CONFIG_DIR/sasl/ (a Debian patch;
 it did not honour cyrus_sasl_config_path here), so that is where it is written. The
@@ -76,6 +84,13 @@ maillog_file_prefixes = {root}
 message_size_limit = 52428800
 """
 
+# Relay mode: main.cf as above, then these edits through `postconf -c CONFIG_DIR`.
+HOLD_SETTING = "smtpd_data_restrictions"
+RELAY_SETTINGS = (
+    "relayhost = [127.0.0.1]:{relay_port}",
+    "smtp_tls_security_level = may",
+)
+
 SASL_CONF = """\
 pwcheck_method: auxprop
 auxprop_plugin: sasldb
@@ -102,10 +117,21 @@ def ensure_installed() -> None:
 class PrivatePostfix:
     """One Postfix instance in ``root`` (created here; removed by the caller)."""
 
-    def __init__(self, root: Path, port: int, cert: Path, key: Path, user: str, password: str):
+    def __init__(
+        self,
+        root: Path,
+        port: int,
+        cert: Path,
+        key: Path,
+        user: str,
+        password: str,
+        relay_port: int | None = None,
+    ):
         self.root, self.port = root, port
         self.cert, self.key = cert, key
         self.user, self.password = user, password
+        # None: hold every message (accept-only cost); a port: relay to [127.0.0.1]:port
+        self.relay_port = relay_port
         self.conf = root / "conf"
         self.master_pid: int | None = None
 
@@ -136,6 +162,10 @@ class PrivatePostfix:
         ]
         (self.conf / "master.cf").write_text("\n".join(lines) + "\n")
         self._run(["postconf", "-c", str(self.conf), "-F", "*/*/chroot = n"])
+        if self.relay_port is not None:
+            self._run(["postconf", "-c", str(self.conf), "-X", HOLD_SETTING])
+            settings = [line.format(relay_port=self.relay_port) for line in RELAY_SETTINGS]
+            self._run(["postconf", "-c", str(self.conf), "-e", *settings])
         sasldb = self.root / "sasldb"
         self._run(
             ["saslpasswd2", "-p", "-c", "-f", str(sasldb), "-u", REALM, self.user],
@@ -179,7 +209,8 @@ class PrivatePostfix:
     # -- queue
 
     def queued(self) -> int:
-        """Queue files in every queue (they all end up in hold)."""
+        """Queue files in every queue (in hold mode they all end up in hold; in relay mode
+        a file is removed once the relayhost has taken its message)."""
         spool = self.root / "spool"
         return sum(len(files) for q in QUEUES for _, _, files in os.walk(spool / q))
 

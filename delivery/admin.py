@@ -1,7 +1,18 @@
 from django.contrib import admin, messages
 
 from delivery import queue_control
-from delivery.models import ApiKey, Event, IdempotencyKey, Message, Recipient, SmtpCredential
+from delivery.models import (
+    ApiKey,
+    Event,
+    IdempotencyKey,
+    Message,
+    Recipient,
+    SmtpCredential,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookOutbox,
+)
 from delivery.queue_control import Action
 
 ACTION_WORDS = {
@@ -134,3 +145,47 @@ class IdempotencyKeyAdmin(admin.ModelAdmin):
     list_display = ["key", "tenant", "status_code", "created_at"]
     search_fields = ["key", "tenant__name"]
     raw_id_fields = ["tenant"]
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    fk_name = "delivery"
+    extra = 0
+    fields = ["number", "started_at", "duration_ms", "status_code", "error", "succeeded"]
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ["url", "tenant", "active", "created_at"]
+    list_filter = ["active"]
+    search_fields = ["url", "description", "tenant__name"]
+    raw_id_fields = ["tenant"]
+    # The signing secrets stay out of the admin (shown once to the tenant; encrypted).
+    exclude = ["secret_encrypted", "previous_secret_encrypted"]
+    readonly_fields = ["first_event_id", "previous_secret_until", "created_at", "updated_at"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["pk", "endpoint", "event", "state", "attempts", "next_attempt_at"]
+    list_filter = ["state"]
+    search_fields = ["endpoint__url", "endpoint__tenant__name"]
+    raw_id_fields = ["endpoint", "event"]
+    readonly_fields = ["lease_token", "lease_until", "created_at", "updated_at"]
+    inlines = [WebhookAttemptInline]
+
+
+@admin.register(WebhookAttempt)
+class WebhookAttemptAdmin(admin.ModelAdmin):
+    list_display = ["started_at", "endpoint", "delivery", "number", "status_code", "succeeded"]
+    list_filter = ["succeeded"]
+    search_fields = ["endpoint__url", "error"]
+    raw_id_fields = ["delivery", "endpoint"]
+
+
+@admin.register(WebhookOutbox)
+class WebhookOutboxAdmin(admin.ModelAdmin):
+    list_display = ["name", "position", "gap_seen_at", "updated_at"]
+    readonly_fields = ["name", "position", "gap_seen_at", "updated_at"]

@@ -1,4 +1,8 @@
-"""Finding where to deliver a domain's mail (RFC 5321 §5.1)."""
+"""Finding where to deliver a domain's mail (RFC 5321 §5.1).
+
+Answers are cached per process for their TTL (``relay_resolver``): a worker delivering
+many messages to one domain asks DNS once per TTL, not once per message.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,23 @@ import dns.resolver
 from django.conf import settings
 
 from delivery.replies import SmtpReply
+from sendmsg.resolver import make_resolver
+
+# dnspython's LRU cache keeps each answer (and each NXDOMAIN) until its TTL runs out;
+# failures (SERVFAIL, timeouts) are never cached. It is thread-safe.
+_CACHE = dns.resolver.LRUCache(max_size=10_000)
+
+
+def relay_resolver() -> dns.resolver.Resolver:
+    """The platform's resolver (sendmsg.resolver) with this process's answer cache."""
+    resolver = make_resolver()
+    resolver.cache = _CACHE
+    return resolver
+
+
+def flush_cache() -> None:
+    """Forget every cached answer (tests that change DNS zones between deliveries)."""
+    _CACHE.flush()
 
 
 class MxError(Exception):

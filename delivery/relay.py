@@ -1,29 +1,36 @@
 """Relaying a message to its recipients' MX hosts.
 
 A worker claims the message's due recipients (a lease), signs the message once, and
-delivers each destination domain over one connection, one transaction per recipient
-because each carries its own VERP return path. No transaction is held across network I/O.
+delivers to each destination domain in one SMTP transaction (delivery/smtp_transaction.py).
+Connections to an MX host carry the task's next messages too (delivery/outbound.py).
+How TLS is used with a destination's MX hosts (opportunistic, or verified as MTA-STS or
+the sending domain requires) is delivery/tls_policy.py's to decide. No database
+transaction is held across network I/O.
 """
 
 from __future__ import annotations
 
 import logging
 import smtplib
-import ssl
+import time
 from collections import defaultdict
-from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
 from delivery import dkim_sign
-from delivery.models import EventType, Message, Recipient, RecipientState
-from delivery.mx import MxError, host_addresses, mx_hosts
+from delivery.models import Message, Recipient
+from delivery.mx import MxError
+from delivery.outbound import Connection, ConnectionCache, kept_connections
+from delivery.outcomes import OutcomeBatch
 from delivery.replies import SmtpReply
-from delivery.verp import verp_address
-from sendmsg.resolver import make_resolver
+from delivery.routes import Routes
+from delivery.smtp_transaction import Transaction
+from delivery.tls_policy import TlsFailure, TlsPolicy
 
 log = logging.getLogger(__name__)
+
+SMTP_ERRORS = (OSError, smtplib.SMTPException)
 
 
 def worst_transaction_seconds() -> int:
@@ -42,171 +49,178 @@ class HostFailed(Exception):
 
 def deliver_message(message_id: int) -> int:
     """Deliver every due recipient of one message; returns how many were claimed."""
-    _, claimed = Recipient.objects.filter(message_id=message_id).claim(
+    claimed, _ = deliver_messages([message_id])
+    return claimed
+
+
+def deliver_messages(
+    message_ids: list[int], *, stop_starting: float | None = None
+) -> tuple[int, list[int]]:
+    """Deliver the due recipients of these messages, in order, in one run: one claim for
+    all, connections kept for the next message (delivery/outbound.py), outcomes written
+    in batches (delivery/outcomes.py).
+
+    A message is started only before ``stop_starting`` (time.monotonic()); the leases of
+    those not started are given up at once. Returns (recipients claimed and attempted,
+    ids of the messages not started).
+    """
+    token, claimed = Recipient.objects.filter(message_id__in=message_ids).claim(
         lease_seconds=settings.SENDMSG_LEASE_SECONDS
     )
-    if not claimed:
-        return 0
-    message = claimed[0].message
-    signed = sign_message(message)
-    by_domain: dict[str, list[Recipient]] = defaultdict(list)
+    by_message: dict[int, list[Recipient]] = defaultdict(list)
     for recipient in claimed:
-        by_domain[recipient.domain].append(recipient)
-    for domain, recipients in by_domain.items():
-        deliver_domain(message=message, data=signed, domain=domain, recipients=recipients)
-    return len(claimed)
+        by_message[recipient.message_id].append(recipient)
+    order = [m for m in dict.fromkeys(message_ids) if m in by_message]
+    messages = Message.objects.select_related("domain").in_bulk(order)
+    keys: dict[int, list] = {}  # signing keys by sending domain, read once per run
+    attempted = 0
+    connections, routes = kept_connections(), Routes()
+    with OutcomeBatch() as outcomes:
+        for done, message_id in enumerate(order):
+            if done and stop_starting is not None and time.monotonic() > stop_starting:
+                left = order[done:]
+                Recipient.objects.filter(message_id__in=left, lease_token=token).update(
+                    lease_until=timezone.now()
+                )
+                return attempted, left
+            message, recipients = messages[message_id], by_message[message_id]
+            for recipient in recipients:
+                recipient.message = message
+            if message.domain_id not in keys:
+                keys[message.domain_id] = message.domain.signing_keys()
+            signed = sign_message(message, keys[message.domain_id])
+            by_domain: dict[str, list[Recipient]] = defaultdict(list)
+            for recipient in recipients:
+                by_domain[recipient.domain].append(recipient)
+            for domain, group in by_domain.items():
+                deliver_domain(
+                    message=message,
+                    data=signed,
+                    domain=domain,
+                    recipients=group,
+                    connections=connections,
+                    outcomes=outcomes,
+                    routes=routes,
+                )
+            attempted += len(recipients)
+    return attempted, []
 
 
-def sign_message(message: Message) -> bytes:
-    keys = message.domain.signing_keys()
+def sign_message(message: Message, keys: list | None = None) -> bytes:
+    keys = message.domain.signing_keys() if keys is None else keys
     data = bytes(message.raw)
     return dkim_sign.sign(data, keys=keys) if keys else data
 
 
 def deliver_domain(
-    *, message: Message, data: bytes, domain: str, recipients: list[Recipient]
+    *,
+    message: Message,
+    data: bytes,
+    domain: str,
+    recipients: list[Recipient],
+    connections: ConnectionCache,
+    outcomes: OutcomeBatch,
+    routes: Routes,
 ) -> None:
-    resolver = make_resolver()
     try:
-        hosts = mx_hosts(domain, resolver)
+        hosts = routes.mx_hosts(domain)
     except MxError as exc:
-        for recipient in recipients:
-            record_outcome(recipient, exc.reply, mx_host="")
+        outcomes.add(recipients, exc.reply, mx_host="")
         return
+    tls = routes.tls(domain, message.domain)
     last = SmtpReply(451, "4.4.1", f"No MX host of {domain} could be reached")
     pending = list(recipients)
     for host in hosts:
-        for address in host_addresses(host, resolver):
+        if refusal := tls.refuse_host(host):
+            last = refusal
+            log.info("queue_id=%s mx=%s skipped: %s", message.queue_id, host, refusal)
+            continue
+        for address in routes.addresses(host):
+            transaction = Transaction(
+                message=message, data=data, domain=domain, host=host, outcomes=outcomes
+            )
             try:
-                pending = send_over_connection(
-                    message=message, data=data, address=address, host=host, recipients=pending
-                )
+                deliver_to_host(transaction, pending, address=address, tls=tls, cache=connections)
             except HostFailed as exc:
                 last = exc.reply
                 log.info("queue_id=%s mx=%s (%s) failed: %s", message.queue_id, host, address, exc)
-                continue
+            pending = transaction.unrecorded(pending)
             if not pending:
                 return
-    for recipient in pending:
-        record_outcome(recipient, last, mx_host="")
+    outcomes.add(pending, last, mx_host="")
 
 
-def _tls_context() -> ssl.SSLContext:
-    # Opportunistic TLS (RFC 7435): encrypt when offered, without requiring a valid cert.
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+def deliver_to_host(
+    transaction: Transaction,
+    recipients: list[Recipient],
+    *,
+    address: str,
+    tls: TlsPolicy,
+    cache: ConnectionCache,
+) -> None:
+    """Run ``transaction`` at one MX address, over a kept connection if there is one.
+
+    A kept connection the server has closed meanwhile (nothing recorded yet) is replaced
+    by a new one. Raises HostFailed when the host cannot take the mail now.
+    """
+    host = transaction.host
+    # Mail that requires verified TLS only goes over connections opened that way.
+    key = (address, settings.SENDMSG_RELAY_PORT, host, tls.enforced)
+    connection = cache.take(key)
+    while True:
+        if connection is None:
+            transaction.outcomes.flush()  # before waiting on the network
+            connection = open_connection(address=address, host=host, tls=tls)
+        try:
+            transaction.run(connection.client, recipients)
+        except SMTP_ERRORS as exc:
+            connection.client.close()
+            if connection.reused and not transaction.recorded:
+                connection = None  # closed while kept: once more on a new connection
+                continue
+            if transaction.unrecorded(recipients):
+                raise HostFailed(
+                    SmtpReply(451, "4.4.2", f"Connection to {host} lost: {exc}")
+                ) from None
+            return
+        cache.give(key, connection)
+        return
 
 
-def send_over_connection(
-    *, message: Message, data: bytes, address: str, host: str, recipients: list[Recipient]
-) -> list[Recipient]:
-    """Send to each recipient over one connection; returns those still to try elsewhere."""
+def open_connection(*, address: str, host: str, tls: TlsPolicy) -> Connection:
+    """A session with MX ``host`` at ``address``: greeted, EHLO, STARTTLS as ``tls`` says.
+
+    Raises HostFailed when this host cannot take the mail now (the next one may).
+    """
+    try:
+        client = _open_client(address=address, host=host, tls=tls)
+    except TlsFailure as exc:
+        if exc.enforced:
+            raise HostFailed(exc.reply) from None
+        # MTA-STS testing mode: enforcing would have failed here. Say so, and deliver as
+        # without a policy; the failed handshake left this connection unusable.
+        log.warning("mta-sts testing mx=%s (%s) would be refused: %s", host, address, exc)
+        client = _open_client(address=address, host=host, tls=tls.opportunistic())
+    return Connection(client=client, host=host)
+
+
+def _open_client(*, address: str, host: str, tls: TlsPolicy) -> smtplib.SMTP:
     timeout = settings.SENDMSG_RELAY_TIMEOUT
     try:
         client = smtplib.SMTP(timeout=timeout, local_hostname=settings.SENDMSG_HOSTNAME)
         code, text = client.connect(address, settings.SENDMSG_RELAY_PORT)
-    except (OSError, smtplib.SMTPException) as exc:
+    except SMTP_ERRORS as exc:
         raise HostFailed(SmtpReply(451, "4.4.1", f"Connection to {host} failed: {exc}")) from None
-    if code != 220:
+    if code != 220:  # e.g. 421 busy: the next host may take it
         client.close()
         raise HostFailed(SmtpReply.parse(code, text))
-    remaining = list(recipients)
     try:
         client.ehlo()
-        if client.has_extn("starttls"):
-            client.starttls(context=_tls_context())
-            client.ehlo()
-        options = ["BODY=8BITMIME"] if client.has_extn("8bitmime") else []
-        while remaining:
-            recipient = remaining[0]
-            reply = send_one(
-                client, message=message, data=data, recipient=recipient, options=options
-            )
-            record_outcome(recipient, reply, mx_host=host)
-            remaining.pop(0)
-        client.quit()
-    except (OSError, smtplib.SMTPException) as exc:
+        tls.start_tls(client, host=host)
+    except TlsFailure:
         client.close()
-        if remaining:
-            raise HostFailed(SmtpReply(451, "4.4.2", f"Connection to {host} lost: {exc}")) from None
-    return remaining
-
-
-def send_one(
-    client: smtplib.SMTP, *, message: Message, data: bytes, recipient: Recipient, options: list[str]
-) -> SmtpReply:
-    """One transaction: MAIL with the recipient's VERP address, RCPT, DATA."""
-    return_path = verp_address(
-        tenant_id=message.tenant_id,
-        message_id=message.pk,
-        recipient_id=recipient.pk,
-        host=message.domain.return_path_host,
-    )
-    if not recipient.address.isascii():
-        # RFC 6531: a non-ASCII address may only travel to a server that offers SMTPUTF8.
-        if not client.has_extn("smtputf8"):
-            return SmtpReply(
-                553,
-                "5.6.7",
-                "The recipient's server does not accept non-ASCII addresses (no SMTPUTF8)",
-            )
-        options = [*options, "SMTPUTF8"]
-    code, text = client.mail(return_path, options)
-    if code != 250:
-        client.rset()
-        return SmtpReply.parse(code, text)
-    code, text = client.rcpt(recipient.address)
-    if code not in (250, 251):
-        client.rset()
-        return SmtpReply.parse(code, text)
-    code, text = client.data(data)
-    return SmtpReply.parse(code, text)
-
-
-def record_outcome(recipient: Recipient, reply: SmtpReply, *, mx_host: str) -> None:
-    """Turn a reply into the recipient's next state (and its event)."""
-    token = recipient.lease_token
-    if reply.is_success:
-        state, event, retry_at = RecipientState.DELIVERED, EventType.DELIVERED, None
-    elif reply.is_permanent:
-        state, event, retry_at = RecipientState.BOUNCED, EventType.BOUNCED, None
-    else:
-        retry_at = next_attempt_at(recipient)
-        if retry_at is None:
-            state, event = RecipientState.EXPIRED, EventType.EXPIRED
-        else:
-            state, event = RecipientState.DEFERRED, EventType.DEFERRED
-    if not recipient.finish(
-        state=state, reply=reply, lease_token=token, event=event, retry_at=retry_at, mx_host=mx_host
-    ):
-        log.warning("recipient_id=%s lease lost before recording %s", recipient.pk, reply)
-        return
-    log.info(
-        "queue_id=%s recipient_id=%s %s mx=%s reply=%s",
-        recipient.message.queue_id,
-        recipient.pk,
-        state,
-        mx_host or "-",
-        reply,
-    )
-
-
-def retry_delay(attempts: int) -> timedelta:
-    """The wait after ``attempts`` failed attempts (at least 1), as Postfix's defaults
-    have it: SENDMSG_RETRY_FIRST_SECONDS (300), doubling, at most
-    SENDMSG_RETRY_MAX_SECONDS (4,000)."""
-    first, cap = settings.SENDMSG_RETRY_FIRST_SECONDS, settings.SENDMSG_RETRY_MAX_SECONDS
-    return timedelta(seconds=min(cap, first * 2 ** min(max(attempts - 1, 0), 32)))
-
-
-def next_attempt_at(recipient: Recipient):
-    """When to retry after this failed attempt, or None when the message has been queued
-    for its whole lifetime (SENDMSG_MESSAGE_EXPIRY_HOURS, default 5 days): then it
-    expires. As with Postfix, a retry due after the lifetime is still made, once."""
-    now = timezone.now()
-    lifetime = timedelta(hours=settings.SENDMSG_MESSAGE_EXPIRY_HOURS)
-    if now >= recipient.message.created_at + lifetime:
-        return None
-    return now + retry_delay(recipient.attempts + 1)
+        raise
+    except SMTP_ERRORS as exc:
+        client.close()
+        raise HostFailed(SmtpReply(451, "4.4.2", f"Connection to {host} lost: {exc}")) from None
+    return client

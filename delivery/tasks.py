@@ -9,7 +9,7 @@ from django.conf import settings
 from django_q.tasks import async_task
 
 from delivery.models import Recipient
-from delivery.relay import deliver_message, worst_transaction_seconds
+from delivery.relay import deliver_messages, worst_transaction_seconds
 
 log = logging.getLogger(__name__)
 
@@ -21,18 +21,18 @@ def enqueue_delivery(message_ids: list[int]) -> None:
 def deliver(message_ids: list[int] | int) -> int:
     """Deliver the messages' due recipients; running it twice is harmless (leases).
 
+    One claim for all, connections kept from one message to the next, outcomes written
+    in batches (delivery/relay.py deliver_messages).
+
     A message is started only while a whole worst-case SMTP transaction still fits in
     django-q2's timeout; the rest go to a new task. (A single id is what tasks queued by
     earlier releases carry.)
     """
     ids = [message_ids] if isinstance(message_ids, int) else list(message_ids)
     stop_starting = time.monotonic() + settings.Q_CLUSTER["timeout"] - worst_transaction_seconds()
-    claimed = 0
-    for done, message_id in enumerate(ids):
-        if done and time.monotonic() > stop_starting:
-            enqueue_delivery(ids[done:])
-            break
-        claimed += deliver_message(message_id)
+    claimed, left = deliver_messages(ids, stop_starting=stop_starting)
+    if left:
+        enqueue_delivery(left)
     return claimed
 
 

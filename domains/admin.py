@@ -40,7 +40,7 @@ class DkimKeyInline(admin.TabularInline):
 class DomainAdminForm(forms.ModelForm):
     class Meta:
         model = Domain
-        fields = ["tenant", "name", "status"]
+        fields = ["tenant", "name", "status", "require_tls"]
 
     def clean_name(self) -> str:
         try:
@@ -53,7 +53,7 @@ class DomainAdminForm(forms.ModelForm):
 class DomainAdmin(admin.ModelAdmin):
     form = DomainAdminForm
     list_display = ["name", "tenant", "status", "health_score", "score_partial", "checked_at"]
-    list_filter = ["status", "score_partial"]
+    list_filter = ["status", "score_partial", "require_tls"]
     search_fields = ["name", "tenant__name"]
     readonly_fields = ["dns_verified", "verified_at", "checked_at", "health_score", "score_partial"]
     inlines = [DkimKeyInline]
@@ -68,6 +68,8 @@ class DomainAdmin(admin.ModelAdmin):
             return super().save_model(request, obj, form, change)
         # New domains go through the one add path, which also generates the DKIM key.
         created = add_domain(tenant=obj.tenant, name=obj.name)
+        if obj.require_tls:
+            created.set_require_tls(True)
         obj.pk, obj._state.adding = created.pk, False
 
     @admin.action(description="Check DNS now")

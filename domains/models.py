@@ -86,6 +86,13 @@ class Domain(models.Model):
     )
     # The status a check last established; a disabled domain returns to it when enabled.
     dns_verified = models.BooleanField(default=False)
+    require_tls = models.BooleanField(
+        default=False,
+        help_text=(
+            "Relay this domain's mail only over STARTTLS with a certificate valid for the "
+            "receiving MX host; otherwise defer it (4.7.x) instead of sending in clear."
+        ),
+    )
 
     objects = DomainQuerySet.as_manager()
 
@@ -139,6 +146,11 @@ class Domain(models.Model):
     def enable(self) -> None:
         self.status = DomainStatus.VERIFIED if self.dns_verified else DomainStatus.PENDING
         self.save(update_fields=["status"])
+
+    def set_require_tls(self, required: bool) -> None:
+        """Whether the relay must use verified TLS for this domain's mail (else defer)."""
+        self.require_tls = required
+        self.save(update_fields=["require_tls"])
 
 
 class KeyAlgorithm(models.TextChoices):

@@ -171,6 +171,18 @@ def enable(request: HttpRequest, domain: Domain) -> HttpResponse:
     return redirect(_domain_url(domain))
 
 
+@domain_view("POST")
+def require_tls(request: HttpRequest, domain: Domain) -> HttpResponse:
+    """Turn the domain's "require TLS" on (``required=1``) or off (anything else)."""
+    domain.set_require_tls(request.POST.get("required") == "1")
+    if domain.require_tls:
+        text = "its mail is relayed only over TLS with a verified certificate, else deferred."
+    else:
+        text = "its mail is relayed over TLS whenever the receiving server offers it."
+    messages.success(request, f"{domain.display_name}: {text}")
+    return redirect(_domain_url(domain))
+
+
 @domain_view("GET", "HEAD", "POST")
 def delete(request: HttpRequest, domain: Domain) -> HttpResponse:
     """GET asks for confirmation; POST deletes (refused once the domain has sent mail)."""

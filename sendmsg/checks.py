@@ -49,3 +49,35 @@ def relay_safety(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@register()
+def retention_days(app_configs, **kwargs):
+    return [
+        Error(
+            f"{name} must be 0 (keep forever) or a number of days, not {getattr(settings, name)}.",
+            id="sendmsg.E010",
+        )
+        for name in ("SENDMSG_BODY_RETENTION_DAYS", "SENDMSG_METADATA_RETENTION_DAYS")
+        if getattr(settings, name) < 0
+    ]
+
+
+@register()
+def tls_ca_file(app_configs, **kwargs):
+    import ssl
+
+    path = settings.SENDMSG_TLS_CA_FILE
+    if not path:
+        return []
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        return [
+            Error(
+                f"SENDMSG_TLS_CA_FILE ({path}) cannot be loaded as a CA bundle: {exc}",
+                hint="Give a readable PEM file, or leave it empty for the system's CAs.",
+                id="sendmsg.E020",
+            )
+        ]
+    return []

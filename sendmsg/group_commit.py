@@ -15,17 +15,17 @@ Each call's result is released only after the commit: a ``250`` still means stor
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from django.db import close_old_connections, transaction
+
+from sendmsg.write_turn import write_turn
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,10 @@ class _Call:
 
 
 class GroupCommitExecutor(Executor):
-    """``lock_path``: a file that the listener processes of one database lock in turn
-    around each group, so that one waiting to write wakes as soon as the other has
-    committed, instead of polling in SQLite's busy handler (which sleeps 1, 2, 5, 10… ms)."""
+    """Each group waits for its turn to write (sendmsg/write_turn.py), so a listener
+    waiting to write wakes as soon as another writer has committed."""
 
-    def __init__(self, lock_path: Path | None = None) -> None:
-        self._lock_path = lock_path
+    def __init__(self) -> None:
         self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -99,20 +97,8 @@ class GroupCommitExecutor(Executor):
             elif call.future.set_running_or_notify_cancel():
                 _settle(call.future, call.fn, call.args, call.kwargs)
         if group:
-            with self._turn():
+            with write_turn():
                 _commit_group(group)
-
-    @contextlib.contextmanager
-    def _turn(self) -> Iterator[None]:
-        if self._lock_path is None:
-            yield
-            return
-        with open(self._lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _settle(future: Future, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:

@@ -19,7 +19,8 @@ DATA_DIR = Path(env_str("SENDMSG_DATA_DIR", str(BASE_DIR / "data"))).resolve()
 
 DEBUG = env_bool("SENDMSG_DEBUG", False)
 SECRET_KEY = env_secret("SENDMSG_SECRET_KEY", data_dir=DATA_DIR, filename="secret_key", nbytes=48)
-# Encrypts DKIM private keys at rest (Fernet: AES-128-CBC + HMAC-SHA256).
+# Encrypts DKIM private keys and webhook signing secrets at rest (Fernet: AES-128-CBC +
+# HMAC-SHA256).
 DKIM_ENCRYPTION_KEY = env_secret(
     "SENDMSG_DKIM_ENCRYPTION_KEY", data_dir=DATA_DIR, filename="dkim_encryption_key"
 )
@@ -54,6 +55,19 @@ SENDMSG_RELAY_ALLOW_PRIVATE = env_bool("SENDMSG_RELAY_ALLOW_PRIVATE", False)
 # Per-command SMTP client timeout (seconds); RFC 5321 suggests minutes, we keep it short
 # so a stuck MX cannot hold a worker past django-q2's task timeout (see sendmsg/checks.py).
 SENDMSG_RELAY_TIMEOUT = env_int("SENDMSG_RELAY_TIMEOUT", 60)
+# A connection to an MX host carries consecutive messages (as Postfix's connection cache):
+# at most this many transactions, and only if idle no longer than this many seconds.
+SENDMSG_RELAY_REUSE_LIMIT = env_int("SENDMSG_RELAY_REUSE_LIMIT", 100)
+SENDMSG_RELAY_REUSE_IDLE_SECONDS = env_float("SENDMSG_RELAY_REUSE_IDLE_SECONDS", 5.0)
+# A delivery worker writes outcomes (delivered, deferred, bounced) this many at a time.
+SENDMSG_OUTCOME_BATCH = env_int("SENDMSG_OUTCOME_BATCH", 20)
+# Verified TLS (MTA-STS policy fetches, MX hosts under an enforce policy or a sending domain
+# that requires TLS): CA bundle (PEM) to trust; empty means the system's CAs.
+SENDMSG_TLS_CA_FILE = env_str("SENDMSG_TLS_CA_FILE", "")
+# MTA-STS (RFC 8461) policy fetches: HTTPS port of mta-sts.<domain> (443; tests use
+# another), and the seconds one whole fetch may take (connect, TLS, request, body).
+SENDMSG_MTA_STS_PORT = env_int("SENDMSG_MTA_STS_PORT", 443)
+SENDMSG_MTA_STS_TIMEOUT = env_int("SENDMSG_MTA_STS_TIMEOUT", 10)
 SENDMSG_MESSAGE_SIZE_LIMIT = env_int("SENDMSG_MESSAGE_SIZE_LIMIT", 25 * 1024 * 1024)
 SENDMSG_MAX_RECIPIENTS = env_int("SENDMSG_MAX_RECIPIENTS", 100)
 # Messages per hour a tenant may send unless an operator sets its own plan rate.
@@ -91,6 +105,28 @@ SENDMSG_DKIM_RETIRE_GRACE_DAYS = env_int("SENDMSG_DKIM_RETIRE_GRACE_DAYS", 7)
 # Domain re-checks: verified domains every RECHECK minutes, pending ones more often.
 SENDMSG_DOMAIN_RECHECK_MINUTES = env_int("SENDMSG_DOMAIN_RECHECK_MINUTES", 60)
 SENDMSG_PENDING_RECHECK_MINUTES = env_int("SENDMSG_PENDING_RECHECK_MINUTES", 5)
+# Webhooks (delivery/webhooks/). Targets on private, loopback, link-local and other
+# non-public addresses are refused unless ALLOW_PRIVATE (tests only). TIMEOUT bounds each
+# request in all (seconds). Retries: FIRST seconds, doubling up to MAX, for RETRY_HOURS;
+# then the delivery is failed. A dispatcher run sends for at most RUN_SECONDS, CONCURRENCY
+# requests at a time. An event id missing from the stream (its transaction not committed
+# yet) is waited for GAP_SECONDS. Finished deliveries are logged for LOG_DAYS.
+SENDMSG_WEBHOOK_ALLOW_PRIVATE = env_bool("SENDMSG_WEBHOOK_ALLOW_PRIVATE", False)
+SENDMSG_WEBHOOK_TIMEOUT = env_int("SENDMSG_WEBHOOK_TIMEOUT", 10)
+SENDMSG_WEBHOOK_RETRY_FIRST_SECONDS = env_int("SENDMSG_WEBHOOK_RETRY_FIRST_SECONDS", 60)
+SENDMSG_WEBHOOK_RETRY_MAX_SECONDS = env_int("SENDMSG_WEBHOOK_RETRY_MAX_SECONDS", 3600)
+SENDMSG_WEBHOOK_RETRY_HOURS = env_int("SENDMSG_WEBHOOK_RETRY_HOURS", 24)
+SENDMSG_WEBHOOK_RUN_SECONDS = env_int("SENDMSG_WEBHOOK_RUN_SECONDS", 50)
+SENDMSG_WEBHOOK_CONCURRENCY = env_int("SENDMSG_WEBHOOK_CONCURRENCY", 4)
+SENDMSG_WEBHOOK_GAP_SECONDS = env_int("SENDMSG_WEBHOOK_GAP_SECONDS", 120)
+SENDMSG_WEBHOOK_MAX_ENDPOINTS = env_int("SENDMSG_WEBHOOK_MAX_ENDPOINTS", 20)
+SENDMSG_WEBHOOK_LOG_DAYS = env_int("SENDMSG_WEBHOOK_LOG_DAYS", 30)
+# Message log retention (delivery/retention.py, hourly): message bodies are removed after
+# BODY days (the headers stay), whole messages with their recipients and events after
+# METADATA days; never while a recipient is still queued, deferred, sending or held.
+# 0 keeps them forever.
+SENDMSG_BODY_RETENTION_DAYS = env_int("SENDMSG_BODY_RETENTION_DAYS", 30)
+SENDMSG_METADATA_RETENTION_DAYS = env_int("SENDMSG_METADATA_RETENTION_DAYS", 90)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -235,6 +271,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Event types appear in several components (events API, a message's recipients).
+    "ENUM_NAME_OVERRIDES": {
+        "EventTypeEnum": "delivery.models.EventType",
+        # A recipient's state, apart from a DKIM key's (also a field named "state").
+        "RecipientStateEnum": "delivery.models.RecipientState",
+    },
 }
 
 # django-q2: tasks are wake-ups, the database rows are the truth. A task's timeout covers

@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import cache, wraps
-from pathlib import Path
 from typing import Any, TypeVar
 
 from aiosmtpd.smtp import SMTP
@@ -41,9 +40,7 @@ def database_executor() -> Executor:
     gets a pool.
     """
     if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-        return GroupCommitExecutor(
-            Path(settings.DATABASES["default"]["NAME"]).with_suffix(".smtp-lock")
-        )
+        return GroupCommitExecutor()
     return ThreadPoolExecutor(max_workers=8, thread_name_prefix="db")
 
 

@@ -8,6 +8,8 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", include("delivery.api.urls")),
     path("credentials/", include("delivery.urls")),
+    path("webhooks/", include("delivery.webhooks.urls")),
+    path("messages/", include("delivery.log_urls")),
     path("", include("domains.public_urls")),
     path("", include("domains.urls")),
 ]

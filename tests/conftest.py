@@ -103,6 +103,112 @@ def mx(mx_receiver: SmtpReceiver) -> SmtpReceiver:
     mx_receiver.reset()
 
 
+# -- DKIM of everything the receivers got ---------------------------------------------------
+
+DKIM_UNCHECKED = "dkim_unchecked"
+
+# (receiver, message) for every message any SmtpReceiver records during the current test.
+_received_during_test: list = []
+SmtpReceiver.observers.append(
+    lambda receiver, message: _received_during_test.append((receiver, message))
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{DKIM_UNCHECKED}(reason): receivers deliberately get mail whose DKIM signatures "
+        "do not verify; skip checking them (see the received_mail_dkim fixture)",
+    )
+
+
+@pytest.fixture(autouse=True)
+def received_mail_dkim(request: pytest.FixtureRequest, tmp_path_factory):
+    """After each test, every message an SMTP receiver (tests/peers/smtp_receiver.py) got
+    during it is checked by two DKIM verifiers that share no code with dkimpy, Perl's
+    Mail::DKIM and OpenDKIM (tests/peers/dkim_verifiers.py), against the keys in the test
+    DNS server.
+
+    All relayed mail is signed: each DKIM-Signature, RSA and Ed25519 alike, must pass both
+    verifiers, and an Ed25519 signature must have an RSA one for the same domain beside
+    it. Otherwise the test errors at teardown, naming the message and each verifier's
+    verdict. Checked: what the receivers a test started itself got, and what the session's
+    ``mx_receiver`` got if the test uses it (through ``mx``, ``platform``, ...); mail the
+    platform's background worker relays during a test that uses no receiver is not that
+    test's business. Messages without a DKIM-Signature header (peer tests sending unsigned
+    mail) are not checked. A test whose receivers deliberately get tampered or
+    unverifiable signatures opts out with ``@pytest.mark.dkim_unchecked(reason="...")``.
+
+    Verification runs once the test is done, with DNS as the test left it; the verifier
+    runs are subprocesses, run in parallel threads.
+    """
+    _received_during_test.clear()
+    yield
+    received, _received_during_test[:] = list(_received_during_test), []
+    if request.node.get_closest_marker(DKIM_UNCHECKED):
+        return
+    uses_mx_receiver = "mx_receiver" in request.fixturenames
+    session_mx = (MX_ADDRESS, settings.SENDMSG_RELAY_PORT)
+    received = [
+        message
+        for receiver, message in received
+        if uses_mx_receiver or (receiver.host, receiver.port) != session_mx
+    ]
+    problems = received_dkim_problems(received, workdir_factory=tmp_path_factory)
+    if problems:
+        pytest.fail(
+            f"DKIM signatures of received mail do not verify ({len(problems)} problem(s); "
+            f"a deliberate case takes @pytest.mark.{DKIM_UNCHECKED}):\n" + "\n".join(problems),
+            pytrace=False,
+        )
+
+
+def received_dkim_problems(messages: list, *, workdir_factory) -> list[str]:
+    """What is wrong with the DKIM signatures of these received messages (see
+    ``received_mail_dkim``), one line each; [] when every signature verifies."""
+    from tests.peers.dkim_verifiers import dkim_signatures, signature_problems, verify_messages
+
+    signed = [message for message in messages if dkim_signatures(message.data)]
+    if not signed:
+        return []
+    host, _, port = settings.SENDMSG_DNS_SERVERS[0].rpartition(":")
+    verdicts = verify_messages(
+        [message.data for message in signed],
+        dns_host=host,
+        dns_port=int(port),
+        workdir=workdir_factory.mktemp("dkim-check"),
+    )
+    return [
+        f"message to {message.rcpt_tos} from <{message.mail_from}>: {problem}"
+        for message, found in zip(signed, verdicts, strict=True)
+        for problem in signature_problems(found)
+    ]
+
+
+@pytest.fixture(autouse=True)
+def relay_dns_cache():
+    """The relay keeps DNS answers for their TTL (delivery.mx); each test starts without
+    them, so the zones it sets are what the relay sees. A test that changes a zone after
+    the relay has read it calls ``flush_cache()`` itself."""
+    from delivery.mx import flush_cache
+
+    flush_cache()
+    yield
+    flush_cache()
+
+
+@pytest.fixture(autouse=True)
+def relay_kept_connections():
+    """The relay keeps connections to MX hosts between tasks (delivery.outbound); each
+    test starts and ends without them, so its receiver's script applies from the first
+    connection."""
+    from delivery.outbound import kept_connections
+
+    kept_connections().close()
+    yield
+    kept_connections().close()
+
+
 def platform_env() -> dict[str, str]:
     """The environment of a platform process started by a test: the test database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}

@@ -224,3 +224,99 @@ def test_retries_back_off_as_postfix_does_then_the_recipient_expires(verified_do
     types = list(Event.objects.filter(recipient=recipient).values_list("type", flat=True))
     assert types == ["accepted", *["deferred"] * 6, "expired"]
     assert len(mx.messages) == 0  # the receiver never took it
+
+
+def test_recipients_at_one_domain_share_one_transaction(verified_domain, mx):
+    mx.reply_rcpt("bob@dest.test", "452 4.2.2 Mailbox full")
+    message = send(verified_domain, "alice@dest.test", "bob@dest.test", "carol@dest.test")
+    assert deliver_message(message.pk) == 3
+    assert states(message) == {
+        "alice@dest.test": ("delivered", 250, "2.0.0"),
+        "bob@dest.test": ("deferred", 452, "4.2.2"),
+        "carol@dest.test": ("delivered", 250, "2.0.0"),
+    }
+    [received] = mx.messages
+    assert received.rcpt_tos == ["alice@dest.test", "carol@dest.test"]
+    # one return path for the transaction: the message's shared VERP address
+    assert received.mail_from.startswith("m-") and received.mail_from.endswith("@rp.acme.test")
+    assert received.data.count(b"DKIM-Signature:") == 1  # signed once, sent once
+
+    # the retry goes to bob alone, with his own VERP address
+    Recipient.objects.filter(address="bob@dest.test").update(next_attempt_at=timezone.now())
+    mx.reply_rcpt("bob@dest.test", None)
+    assert deliver_message(message.pk) == 1
+    assert states(message)["bob@dest.test"][0] == "delivered"
+    assert mx.messages[1].rcpt_tos == ["bob@dest.test"]
+    assert mx.messages[1].mail_from.startswith("b-")
+
+
+def test_consecutive_messages_share_one_connection(verified_domain, mx):
+    messages = [send(verified_domain, f"user{i}@dest.test") for i in range(3)]
+    assert tasks.deliver([m.pk for m in messages]) == 3
+    assert len(mx.messages) == 3
+    assert mx.connections == 1
+    assert all(
+        states(m) == {f"user{i}@dest.test": ("delivered", 250, "2.0.0")}
+        for i, m in enumerate(messages)
+    )
+
+
+def test_a_kept_connection_the_server_closed_is_replaced(verified_domain, mx, monkeypatch):
+    from delivery import relay
+
+    first, second = send(verified_domain, "a@dest.test"), send(verified_domain, "b@dest.test")
+    sign = relay.sign_message
+
+    def sign_and_drop(message, keys=None):
+        if message.pk == second.pk:
+            mx.drop_connections()  # the server drops the kept connection before message 2
+        return sign(message, keys)
+
+    monkeypatch.setattr(relay, "sign_message", sign_and_drop)
+    assert tasks.deliver([first.pk, second.pk]) == 2
+    assert states(second) == {"b@dest.test": ("delivered", 250, "2.0.0")}
+    assert mx.connections == 2
+    assert [m.rcpt_tos for m in mx.messages] == [["a@dest.test"], ["b@dest.test"]]
+    assert Event.objects.filter(type="deferred").count() == 0
+
+
+def test_connections_are_not_kept_past_their_limit(verified_domain, mx, settings):
+    settings.SENDMSG_RELAY_REUSE_LIMIT = 2
+    messages = [send(verified_domain, f"user{i}@dest.test") for i in range(5)]
+    assert tasks.deliver([m.pk for m in messages]) == 5
+    assert len(mx.messages) == 5
+    assert mx.connections == 3  # 2 + 2 + 1 transactions
+
+
+def test_a_connection_dropped_mid_data_defers_and_the_retry_delivers_once(verified_domain, mx):
+    mx.drop_in_data(True)
+    message = send(verified_domain, "alice@dest.test")
+    deliver_message(message.pk)
+    assert states(message)["alice@dest.test"][:2] == ("deferred", 451)
+    assert mx.messages == [] and mx.attempts == 1
+
+    mx.drop_in_data(False)
+    Recipient.objects.filter(message=message).update(next_attempt_at=timezone.now())
+    deliver_message(message.pk)
+    assert states(message)["alice@dest.test"] == ("delivered", 250, "2.0.0")
+    assert [m.rcpt_tos for m in mx.messages] == [["alice@dest.test"]]
+    recipient = Recipient.objects.get(message=message)
+    assert list(Event.objects.filter(recipient=recipient).values_list("type", flat=True)) == [
+        "accepted",
+        "deferred",
+        "delivered",
+    ]
+
+
+def test_a_receiver_that_never_answers_the_data_times_out_and_defers(verified_domain, mx, settings):
+    settings.SENDMSG_RELAY_TIMEOUT = 2
+    mx.hang_after(".")
+    message = send(verified_domain, "alice@dest.test")
+    started = time.monotonic()
+    deliver_message(message.pk)
+    assert time.monotonic() - started < 10
+    recipient = Recipient.objects.get(message=message)
+    assert (recipient.state, recipient.last_code) == ("deferred", 451)
+    assert "timed out" in recipient.last_text
+    assert recipient.next_attempt_at > timezone.now()
+    assert mx.messages == []  # the receiver never said it took it

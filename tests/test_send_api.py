@@ -24,7 +24,9 @@ from delivery.models import (
     RecipientState,
     SmtpCredential,
     Source,
+    WebhookEndpoint,
 )
+from delivery.webhooks.endpoints import create_endpoint
 from domains.models import Domain, DomainStatus, Tenant
 from domains.tenancy import add_domain
 from tests.conftest import wait_until
@@ -614,15 +616,22 @@ def _detail_routes() -> list[tuple[str, str]]:
     return [(route, name) for route, name in found if route.startswith("api/v1/")]
 
 
-def test_outsider_gets_404_on_every_api_endpoint_that_takes_an_id(owner, outsider, client, acme):
+def test_outsider_gets_404_on_every_api_endpoint_that_takes_an_id(
+    owner, outsider, client, acme, settings
+):
+    settings.SENDMSG_WEBHOOK_ALLOW_PRIVATE = True
     sent = client.post(SEND, message(), format="json").json()
     credential, _ = create_smtp_credential(tenant=owner[0])
     api_key = ApiKey.objects.filter(tenant=owner[0]).first()
+    webhook, _ = create_endpoint(
+        tenant=owner[0], url="http://127.0.0.1:9/hook", event_types=["delivered"]
+    )
     ids = {
         "domain": acme.pk,
         "message": sent["id"],
         "smtp-credential": credential.pk,
         "api-key": api_key.pk,
+        "webhook": webhook.pk,
     }
     intruder = api(create_api_key(tenant=outsider[0])[1])
     routes = [(route, name) for route, name in _detail_routes() if "format>" not in route]
@@ -643,6 +652,11 @@ def test_outsider_gets_404_on_every_api_endpoint_that_takes_an_id(owner, outside
     assert SmtpCredential.objects.filter(pk=credential.pk, revoked=False).exists()
     assert ApiKey.objects.filter(pk=api_key.pk, revoked=False).exists()
     assert Message.objects.filter(queue_id=sent["id"]).exists()
+    webhook_after = WebhookEndpoint.objects.get(pk=webhook.pk)
+    assert (webhook_after.url, webhook_after.secret_encrypted) == (
+        webhook.url,
+        webhook.secret_encrypted,
+    )
     assert not Recipient.objects.filter(message__queue_id=sent["id"]).exclude(
         state=RecipientState.QUEUED
     )  # not cancelled

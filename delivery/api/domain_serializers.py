@@ -58,6 +58,7 @@ class DomainSerializer(serializers.ModelSerializer):
             "created_at",
             "verified_at",
             "checked_at",
+            "require_tls",
             "keys",
             "records",
         ]
@@ -69,6 +70,15 @@ class DomainSerializer(serializers.ModelSerializer):
 
 class DomainCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=253, help_text="The domain, Unicode or ASCII.")
+
+
+class DomainSettingsSerializer(serializers.Serializer):
+    require_tls = serializers.BooleanField(
+        help_text=(
+            "Relay this domain's mail only over STARTTLS with a certificate valid for the "
+            "receiving MX host; otherwise defer it (4.7.x) instead of sending in clear."
+        )
+    )
 
 
 class RotateKeySerializer(serializers.Serializer):

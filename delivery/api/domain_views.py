@@ -15,6 +15,7 @@ from delivery.api.domain_serializers import (
     DomainCreateSerializer,
     DomainEventSerializer,
     DomainSerializer,
+    DomainSettingsSerializer,
     RotateKeySerializer,
 )
 from delivery.api.views import TenantScoped
@@ -51,6 +52,14 @@ class DomainViewSet(
         except TenancyError as exc:
             raise ValidationError({"name": [str(exc)]}) from None
         return Response(DomainSerializer(domain).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=DomainSettingsSerializer, responses=DomainSerializer)
+    def partial_update(self, request, pk=None):
+        domain = self.get_object()
+        form = DomainSettingsSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        domain.set_require_tls(form.validated_data["require_tls"])
+        return Response(DomainSerializer(domain).data)
 
     def perform_destroy(self, domain):
         try:

@@ -53,4 +53,3 @@ class EventSerializer(serializers.ModelSerializer):
         if event.code is None and not event.text:
             return None
         return EventReplySerializer(event).data
-

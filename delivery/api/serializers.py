@@ -1,8 +1,12 @@
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from delivery.models import Event, Message, Recipient
 
 
+# "Event" in the schema is the full event of delivery.api.event_schema (events API,
+# webhooks); this short one, inside a message's recipients, is named apart.
+@extend_schema_serializer(component_name="RecipientEvent")
 class EventSerializer(serializers.ModelSerializer):
     class Meta:
         model = Event

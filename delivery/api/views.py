@@ -1,15 +1,17 @@
 """REST API views: each reads through the key's tenant, so other tenants' rows are 404."""
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from delivery import queue_control
+from delivery import message_log, queue_control
 from delivery.api.errors import ApiError
+from delivery.api.message_serializers import MessageDetailSerializer, MessageSummarySerializer
 from delivery.api.send_serializers import ErrorSerializer
 from delivery.api.serializers import CancelResultSerializer, MessageSerializer
-from delivery.models import Message, Recipient
+from delivery.models import Message, Recipient, RecipientState
 
 
 class TenantScoped:
@@ -23,13 +25,88 @@ class TenantScoped:
         return self.model.objects.filter(tenant=self.request.auth.tenant)
 
 
+def _filter_parameters() -> list[OpenApiParameter]:
+    """The message log's filters (delivery.message_log.MessageFilterForm) as documented
+    query parameters."""
+    form = message_log.MessageFilterForm()
+    described = {
+        "status": "A recipient state: messages with at least one recipient in it. Combined "
+        "with recipient or recipient_contains, the same recipient must match both.",
+        "since": "Accepted at or after: an ISO 8601 date or date and time (UTC if no offset).",
+        "until": "Accepted before: an ISO 8601 date and time, or a date (then that whole "
+        "day is included).",
+    }
+    return [
+        OpenApiParameter(
+            name,
+            OpenApiTypes.STR,
+            OpenApiParameter.QUERY,
+            description=described.get(name, str(field.help_text)),
+            enum=RecipientState.values if name == "status" else None,
+        )
+        for name, field in form.fields.items()
+    ]
+
+
 class MessageViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
+    """The message log: the key's tenant's messages, never their bodies."""
+
     model = Message
     serializer_class = MessageSerializer
     lookup_field = "queue_id"
 
+    def get_serializer_class(self):
+        if self.action == "list":
+            return MessageSummarySerializer
+        if self.action == "retrieve":
+            return MessageDetailSerializer
+        return super().get_serializer_class()
+
     def get_queryset(self):
-        return self.tenant_queryset().prefetch_related("recipients__events")
+        if getattr(self, "swagger_fake_view", False):
+            return Message.objects.none()
+        tenant = self.request.auth.tenant
+        if self.action == "list":
+            form = message_log.MessageFilterForm(self.request.query_params)
+            if not form.is_valid():
+                field, message = form.first_error()
+                raise ApiError("invalid_request", message, field=field)
+            return message_log.messages_for(tenant, form.filters())
+        if self.action == "retrieve":
+            return message_log.records_for(tenant)
+        return self.tenant_queryset()
+
+    @extend_schema(
+        summary="List messages",
+        description=(
+            "The message log, newest first, filtered by the parameters below (all "
+            "optional, combined with AND). Each message lists its recipients and their "
+            "states; events, attempts and headers are in the message's own record."
+        ),
+        parameters=_filter_parameters(),
+        responses={
+            200: MessageSummarySerializer(many=True),
+            400: OpenApiResponse(ErrorSerializer, description="A filter is not valid."),
+        },
+    )
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Read a message",
+        description=(
+            "One message by its queue id: each recipient with its state, attempts (the "
+            "receiving servers' replies) and events, the message's event timeline and its "
+            "header section. The body is never returned; body_removed_at says when "
+            "retention removed it."
+        ),
+        responses={
+            200: MessageDetailSerializer,
+            404: OpenApiResponse(ErrorSerializer, description="No such message."),
+        },
+    )
+    def retrieve(self, request, *args, **kwargs):
+        return super().retrieve(request, *args, **kwargs)
 
     @extend_schema(
         operation_id="cancel_message",

@@ -5,23 +5,36 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('domains', '0003_tenant_plan_rate'),
-        ('reputation', '0002_suppression'),
+        ("domains", "0003_tenant_plan_rate"),
+        ("reputation", "0002_suppression"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SendCounter',
+            name="SendCounter",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('hour', models.DateTimeField(help_text='Start of the clock hour (UTC).')),
-                ('count', models.PositiveIntegerField(default=0)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='domains.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("hour", models.DateTimeField(help_text="Start of the clock hour (UTC).")),
+                ("count", models.PositiveIntegerField(default=0)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="domains.tenant",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('tenant', 'hour'), name='one_counter')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("tenant", "hour"), name="one_counter")
+                ],
             },
         ),
     ]

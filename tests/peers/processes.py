@@ -1,7 +1,7 @@
 """Running the platform's own processes (web, SMTP server, workers) in tests.
 
 Each ``ManagedProcess`` runs in its own session (``start_new_session=True``), so its
-process id is also its process group id: ``stop()`` signals that group and so also the
+process id is also its process group id: ``stop()`` ends that group and so also the
 children it forked (gunicorn or django-q2 workers), and never anything the test run did
 not start. Output goes to ``log_dir/<name>.log`` so a failing test can show it.
 """
@@ -173,10 +173,13 @@ class ManagedProcess:
             time.sleep(0.05)
 
     def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM the process group, wait up to ``timeout`` s, then SIGKILL it.
+        """SIGTERM the leader, wait up to ``timeout`` s, then SIGKILL the process group.
 
-        Returns the exit code (negative for death by signal, e.g. -15). Members of the
-        group that outlive the leader (orphaned workers) get SIGKILL once it is gone.
+        Only the leader gets SIGTERM, as from systemd with ``KillMode=mixed``: it stops
+        the children it forked itself. (django-q2's qcluster, given SIGTERM together with
+        its children, never exits: each stop then cost the whole timeout.) Members of the
+        group that outlive the leader (orphaned workers) get SIGTERM, then SIGKILL once
+        the timeout is up. Returns the exit code (negative for death by signal, e.g. -15).
         Safe to call again; returns the same code.
         """
         proc = self._proc
@@ -187,16 +190,19 @@ class ManagedProcess:
         pgid = proc.pid
         deadline = time.monotonic() + timeout
         if proc.poll() is None:
-            _signal_group(pgid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 _signal_group(pgid, signal.SIGKILL)
                 proc.wait()
         # Give the rest of the group what is left of the timeout to follow its leader.
-        while _group_exists(pgid) and time.monotonic() < deadline:
+        if group_exists(pgid):
+            _signal_group(pgid, signal.SIGTERM)
+        while group_exists(pgid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _group_exists(pgid):
+        if group_exists(pgid):
             _signal_group(pgid, signal.SIGKILL)
         if self._log_file is not None:
             self._log_file.close()
@@ -218,19 +224,9 @@ class ManagedProcess:
         self.stop()
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    # ProcessLookupError: the whole group already exited.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _group_exists(pgid: int) -> bool:
-    # Orphans are reparented to PID 1, which may not reap them in a container; a zombie
-    # cannot run anything, so it does not count. Signal 0 alone would count zombies.
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    members = []
     with os.scandir("/proc") as entries:
         pids = [entry.name for entry in entries if entry.name.isdigit()]
     for pid in pids:
@@ -242,8 +238,27 @@ def _group_exists(pgid: int) -> bool:
         # Fields after the ")" closing the command name: state ppid pgrp ...
         fields = stat[stat.rfind(b")") + 2 :].split()
         if int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
+            members.append(int(pid))
+    return members
+
+
+def group_exists(pgid: int) -> bool:
+    """Whether any live process is left in group ``pgid``.
+
+    Orphans are reparented to PID 1, which may not reap them in a container; a zombie
+    cannot run anything, so it does not count (signal 0 alone would count zombies).
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return bool(group_members(pgid))
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    # ProcessLookupError: the whole group already exited.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
 
 
 @atexit.register

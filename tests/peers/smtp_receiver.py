@@ -28,10 +28,12 @@ import logging
 import re
 import ssl
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, AnyStr, Self
+from typing import Any, AnyStr, ClassVar, Self
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
@@ -96,6 +98,10 @@ class SmtpReceiver:
     the same address, e.g. to play an MX that is down for a while.
     """
 
+    observers: ClassVar[list[Callable[[SmtpReceiver, Received], None]]] = []
+    """Called with the receiver and each message it records, for every receiver (in its
+    loop thread): the suite checks the DKIM signatures of what they got (tests/conftest.py)."""
+
     def __init__(
         self,
         host: str,
@@ -121,9 +127,14 @@ class SmtpReceiver:
         happened next (accepted, rejected, hung, dropped)."""
         self.connections = 0
         """TCP connections accepted (a STARTTLS upgrade is not a new connection)."""
+        self.holding = 0
+        """Messages read to the final dot and held unanswered right now (``hang_after(".")``).
+        A held message is never recorded: when its client goes away it is discarded, as
+        a real MTA discards a transaction it has not answered. Not cleared by reset()."""
 
         self._lock = threading.Lock()
-        # Signalled whenever a message is recorded, so wait_for() need not poll.
+        # Signalled whenever a message is recorded or a hold starts or ends, so wait_for()
+        # and wait_for_holding() need not poll.
         self._received = threading.Condition(self._lock)
         self._script = _Script()
 
@@ -242,10 +253,33 @@ class SmtpReceiver:
                 f"connections {self.connections}):\n{summary}"
             )
 
+    def wait_for_holding(self, count: int = 1, timeout: float = 30.0) -> int:
+        """Block until at least ``count`` messages are held at their final dot (see
+        ``holding``), or with ``count=0`` until none is; return how many are held."""
+
+        def reached() -> bool:
+            return self.holding >= count if count else self.holding == 0
+
+        with self._received:
+            if not self._received.wait_for(reached, timeout):
+                raise TimeoutError(
+                    f"{self.host}:{self.port}: {self.holding} message(s) held after "
+                    f"{timeout}s, waiting for {'none' if not count else count} "
+                    f"(DATA attempts {self.attempts})"
+                )
+            return self.holding
+
+    def _hold(self, delta: int) -> None:
+        with self._received:
+            self.holding += delta
+            self._received.notify_all()
+
     def _record(self, message: Received) -> None:
         with self._received:
             self.messages.append(message)
             self._received.notify_all()
+        for observer in list(self.observers):
+            observer(self, message)
 
     def _count_connection(self) -> None:
         with self._lock:
@@ -305,6 +339,15 @@ class SmtpReceiver:
         with self._lock:
             self._script.drop_in_data = on
 
+    def drop_connections(self) -> None:
+        """Cut every open connection now, as a server dropping idle clients does; returns
+        once they are gone (at most 5 s)."""
+        for session in list(self._sessions):
+            self._loop.call_soon_threadsafe(session.abort)
+        deadline = time.monotonic() + 5
+        while self._sessions and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def reset(self) -> None:
         """Clear recorded messages, counters and every script (back to all-250)."""
         with self._lock:
@@ -356,7 +399,11 @@ class _Handler:
         script = self.receiver._snapshot()
         if script.hang == HANG_END_OF_DATA:
             assert isinstance(server, _ScriptedSMTP)
-            await server.hang()
+            self.receiver._hold(+1)
+            try:
+                await server.hang()  # only ends by cancellation: the message is not recorded
+            finally:
+                self.receiver._hold(-1)
         reply = script.data or f"250 2.0.0 Ok: queued as {uuid.uuid4().hex[:12].upper()}"
         if reply.startswith("2"):
             mail_from = envelope.mail_from or ""

@@ -1,0 +1,96 @@
+"""What an SMTP reply does to a recipient: delivered, bounced, deferred (when to retry)
+or expired, written with its event.
+
+A worker writes outcomes in batches (OutcomeBatch): one transaction, so one commit and
+one turn at SQLite's write lock, for up to SENDMSG_OUTCOME_BATCH recipients, instead of
+one each. The batch is written when full, before the worker waits on a new connection,
+and when its task ends. Until then those recipients stay ``sending`` under their lease:
+if the worker dies first, the lease runs out and they are sent again (at least once,
+never marked delivered without a 2xx).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from delivery.models import EventType, Outcome, Recipient, RecipientState, finish_all
+from delivery.replies import SmtpReply
+
+log = logging.getLogger(__name__)
+
+
+def outcome_of(recipient: Recipient, reply: SmtpReply, *, mx_host: str) -> Outcome:
+    """The recipient's next state (and event) after ``reply``."""
+    retry_at = None
+    if reply.is_success:
+        state, event = RecipientState.DELIVERED, EventType.DELIVERED
+    elif reply.is_permanent:
+        state, event = RecipientState.BOUNCED, EventType.BOUNCED
+    else:
+        retry_at = next_attempt_at(recipient)
+        if retry_at is None:
+            state, event = RecipientState.EXPIRED, EventType.EXPIRED
+        else:
+            state, event = RecipientState.DEFERRED, EventType.DEFERRED
+    return Outcome(recipient, state, reply, recipient.lease_token, event, retry_at, mx_host)
+
+
+class OutcomeBatch:
+    def __init__(self, size: int | None = None) -> None:
+        self.size = size or settings.SENDMSG_OUTCOME_BATCH
+        self.pending: list[Outcome] = []
+
+    def add(self, recipients: list[Recipient], reply: SmtpReply, *, mx_host: str) -> None:
+        self.pending += [outcome_of(r, reply, mx_host=mx_host) for r in recipients]
+        if len(self.pending) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        outcomes, self.pending = self.pending, []
+        written = {id(o) for o in finish_all(outcomes)}
+        for outcome in outcomes:
+            recipient = outcome.recipient
+            if id(outcome) not in written:
+                log.warning(
+                    "recipient_id=%s lease lost before recording %s", recipient.pk, outcome.reply
+                )
+                continue
+            log.info(
+                "queue_id=%s recipient_id=%s %s mx=%s reply=%s",
+                recipient.message.queue_id,
+                recipient.pk,
+                outcome.state,
+                outcome.mx_host or "-",
+                outcome.reply,
+            )
+
+    def __enter__(self) -> OutcomeBatch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """The wait after ``attempts`` failed attempts (at least 1), as Postfix's defaults
+    have it: SENDMSG_RETRY_FIRST_SECONDS (300), doubling, at most
+    SENDMSG_RETRY_MAX_SECONDS (4,000)."""
+    first, cap = settings.SENDMSG_RETRY_FIRST_SECONDS, settings.SENDMSG_RETRY_MAX_SECONDS
+    return timedelta(seconds=min(cap, first * 2 ** min(max(attempts - 1, 0), 32)))
+
+
+def next_attempt_at(recipient: Recipient):
+    """When to retry after this failed attempt, or None when the message has been queued
+    for its whole lifetime (SENDMSG_MESSAGE_EXPIRY_HOURS, default 5 days): then it
+    expires. As with Postfix, a retry due after the lifetime is still made, once."""
+    now = timezone.now()
+    lifetime = timedelta(hours=settings.SENDMSG_MESSAGE_EXPIRY_HOURS)
+    if now >= recipient.message.created_at + lifetime:
+        return None
+    return now + retry_delay(recipient.attempts + 1)
