@@ -98,7 +98,10 @@ def mx_receiver() -> SmtpReceiver:
 
 @pytest.fixture
 def mx(mx_receiver: SmtpReceiver) -> SmtpReceiver:
+    """The session's receiver, reset; connections kept open by the platform's workers
+    from earlier tests are cut, so this test's script applies from a new connection."""
     mx_receiver.reset()
+    mx_receiver.drop_connections()
     yield mx_receiver
     mx_receiver.reset()
 
