@@ -7,6 +7,11 @@ outcomes) lose most of their time sleeping past the moment the lock was free. Ea
 those write transactions holds an flock on ``<database>.write-lock`` instead: the next
 writer wakes as soon as the previous one has committed. Re-entrant within a thread;
 nothing to do on PostgreSQL or an in-memory database.
+
+The turn is taken before the transaction begins, never inside one: a transaction that
+holds SQLite's lock while it waits for the turn, and a writer that holds the turn while
+it waits for SQLite's lock, would wait on each other until the busy timeout. Inside a
+transaction already, write_turn() takes no turn.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
+from django.db import connection
 
 _held = threading.local()
 
@@ -36,7 +42,7 @@ def lock_path() -> Path | None:
 def write_turn() -> Iterator[None]:
     """Wait for this process's turn to write; hold it until the block ends."""
     path = lock_path()
-    if path is None or getattr(_held, "depth", 0):
+    if path is None or getattr(_held, "depth", 0) or connection.in_atomic_block:
         _held.depth = getattr(_held, "depth", 0) + 1
         try:
             yield
