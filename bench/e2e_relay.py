@@ -84,7 +84,6 @@ data dir.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import contextlib
@@ -117,6 +116,7 @@ from submission import (
     cpu_seconds,
     fmt,
     free_ports,
+    load_arguments,
     run_checked,
     wait_for_banner,
 )
@@ -358,25 +358,7 @@ async def end_to_end(load: Load, sink: Sink, limit: float) -> dict:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument(
-        "-n", "--messages", type=int, default=5000, help="messages per run (default 5000)"
-    )
-    p.add_argument(
-        "-c", "--concurrency", type=int, default=20, help="concurrent sessions (default 20)"
-    )
-    p.add_argument(
-        "-k",
-        "--per-connection",
-        type=int,
-        default=0,
-        help="messages per connection, then reconnect (default 0: keep the connection)",
-    )
-    p.add_argument(
-        "-s", "--size", type=int, default=5120, help="message size in bytes (default 5120)"
-    )
+    p = load_arguments(__doc__, messages=5000)
     p.add_argument("--rounds", type=int, default=1, help="rounds of postfix, sendmsg (default 1)")
     p.add_argument(
         "--time-limit",

@@ -306,12 +306,17 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def main() -> int:
+def load_arguments(description: str, *, messages: int) -> argparse.ArgumentParser:
+    """A parser with the load options the SMTP benchmarks share (Load reads them)."""
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "-n", "--messages", type=int, default=2000, help="messages per run (default 2000)"
+        "-n",
+        "--messages",
+        type=int,
+        default=messages,
+        help=f"messages per run (default {messages})",
     )
     p.add_argument(
         "-c", "--concurrency", type=int, default=20, help="concurrent sessions (default 20)"
@@ -326,6 +331,11 @@ def main() -> int:
     p.add_argument(
         "-s", "--size", type=int, default=5120, help="message size in bytes (default 5120)"
     )
+    return p
+
+
+def main() -> int:
+    p = load_arguments(__doc__, messages=2000)
     p.add_argument("--rounds", type=int, default=2, help="rounds of all targets (default 2)")
     p.add_argument(
         "--postfix",

@@ -15,19 +15,11 @@ from delivery.models import Event, Message, Recipient
 
 
 class RecipientSummarySerializer(serializers.ModelSerializer):
+    """A recipient as RecipientSerializer shows it, without its events."""
+
     class Meta:
         model = Recipient
-        fields = [
-            "id",
-            "address",
-            "state",
-            "attempts",
-            "next_attempt_at",
-            "last_code",
-            "last_enhanced",
-            "last_text",
-            "mx_host",
-        ]
+        fields = [name for name in RecipientSerializer.Meta.fields if name != "events"]
 
 
 class MessageSummarySerializer(serializers.ModelSerializer):
