@@ -13,17 +13,18 @@ from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import formatdate, getaddresses, make_msgid
-from functools import cache
+from functools import cache, partial
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models.signals import post_delete, post_save
 
 from delivery.models import Event, EventType, Message, Recipient, RecipientState, Source
 from delivery.wake import wake_delivery
 from domains.models import Domain, DomainStatus
 from domains.names import InvalidDomain, domain_of
-from reputation.gate import count_sent, may_send
-from sendmsg import sql
+from reputation.gate import Decision, may_send, take_permit
+from sendmsg import read_cache, sql
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +60,25 @@ def normalize_line_endings(raw: bytes) -> bytes:
 
 
 def check_gate(sender: Sender, recipients: list[str] = ()) -> frozenset[str]:
-    """Ask the reputation gate; refuse as SMTP would, or return the suppressed addresses.
-
-    A suspended account gets ``550 5.7.1``; a sender over its rate ``451 4.7.1`` with the
-    seconds to wait (a temporary refusal: clients retry, nothing is lost).
-    """
+    """Ask the reputation gate; refuse as SMTP would, or return the suppressed addresses."""
     decision = may_send(tenant_id=sender.tenant_id, recipients=recipients)
-    if decision.reason == "account_suspended":
-        raise AcceptError(550, "5.7.1", decision.message, reason=decision.reason)
     if not decision.allowed:
-        raise AcceptError(
-            451,
-            "4.7.1",
-            decision.message,
-            reason=decision.reason,
-            retry_after=decision.retry_after,
-        )
+        raise refusal(decision)
     return decision.suppressed
+
+
+def refusal(decision: Decision) -> AcceptError:
+    """A suspended account gets ``550 5.7.1``; a sender over its rate ``451 4.7.1`` with
+    the seconds to wait (a temporary refusal: clients retry, nothing is lost)."""
+    if decision.reason == "account_suspended":
+        return AcceptError(550, "5.7.1", decision.message, reason=decision.reason)
+    return AcceptError(
+        451,
+        "4.7.1",
+        decision.message,
+        reason=decision.reason,
+        retry_after=decision.retry_after,
+    )
 
 
 def sender_domain_name(address: str, *, what: str) -> str:
@@ -85,38 +88,53 @@ def sender_domain_name(address: str, *, what: str) -> str:
         raise AcceptError(553, "5.1.7", f"{what} {address!r} is not a valid address") from None
 
 
-def verified_domains(sender: Sender, names: set[str]) -> dict[str, Domain]:
-    """The tenant's verified domains among ``names``, in one statement (sendmsg/sql.py)."""
-    if not names:
-        return {}
-    ordered = sorted(names)
-    fields, query = _verified_sql(len(ordered))
-    rows = sql.fetch_all(query, [sender.tenant_id, DomainStatus.VERIFIED, *ordered])
+_verified: read_cache.ReadCache[int, dict[str, Domain]] = read_cache.ReadCache("verified domains")
+
+
+def verified_domain(tenant_id: int, name: str) -> Domain | None:
+    """The tenant's verified domain called ``name``, or None.
+
+    The tenant's verified domains are kept for a moment (sendmsg/read_cache.py) and read
+    again on a miss, so a domain verified a moment ago counts at once; one that lost its
+    verification elsewhere stops counting within ``SENDMSG_STATE_CACHE_SECONDS``.
+    """
+    domain = _verified.get(tenant_id, partial(_load_verified, tenant_id)).get(name)
+    if domain is None and read_cache.ttl() > 0:
+        _verified.forget(tenant_id)
+        domain = _verified.get(tenant_id, partial(_load_verified, tenant_id)).get(name)
+    return domain
+
+
+def _load_verified(tenant_id: int) -> dict[str, Domain]:
+    fields, query = _verified_sql()
+    rows = sql.fetch_all(query, [tenant_id, DomainStatus.VERIFIED])
     domains = (sql.load(Domain, fields, row) for row in rows)
     return {domain.name: domain for domain in domains}
 
 
+def _forget_domains(sender, instance: Domain, **kwargs) -> None:
+    _verified.forget(instance.tenant_id)
+
+
+post_save.connect(_forget_domains, sender=Domain, dispatch_uid="accept-forget-domain")
+post_delete.connect(_forget_domains, sender=Domain, dispatch_uid="accept-forget-domain")
+
+
 @cache
-def _verified_sql(count: int) -> tuple[list[str], str]:
+def _verified_sql() -> tuple[list[str], str]:
     """The fields a Domain is loaded with (in the model's order, as from_db wants) and the
-    query."""
+    query (sendmsg/sql.py: why not the ORM)."""
     fields, columns = sql.selected(Domain, {"id", "tenant_id", "name", "status"})
     return fields, (
         f"SELECT {columns} FROM {sql.table(Domain)} WHERE {sql.column(Domain, 'tenant')} = %s "
-        f"AND {sql.column(Domain, 'status')} = %s "
-        f"AND {sql.column(Domain, 'name')} IN ({', '.join(['%s'] * count)})"
+        f"AND {sql.column(Domain, 'status')} = %s"
     )
 
 
-def check_sender_domain(
-    sender: Sender, address: str, *, what: str, known: dict[str, Domain] | None = None
-) -> Domain:
-    """The tenant's verified domain that ``address`` is on, or AcceptError 553 5.7.1.
-
-    ``known`` holds domains looked up already (see verified_domains), saving a query.
-    """
+def check_sender_domain(sender: Sender, address: str, *, what: str) -> Domain:
+    """The tenant's verified domain that ``address`` is on, or AcceptError 553 5.7.1."""
     name = sender_domain_name(address, what=what)
-    domain = (known or {}).get(name) or verified_domains(sender, {name}).get(name)
+    domain = verified_domain(sender.tenant_id, name)
     if domain is None:
         raise AcceptError(
             553, "5.7.1", f"{what} domain {name} is not a verified sending domain of your account"
@@ -188,8 +206,7 @@ def accept_message(
         raise AcceptError(550, "5.6.0", "The message needs exactly one From: address")
     data, message_id = _complete_headers(data, headers, domain)
     try:
-        # Usually the envelope's domain again: no second query then.
-        check_sender_domain(sender, from_addresses[0], what="From:", known={domain.name: domain})
+        check_sender_domain(sender, from_addresses[0], what="From:")
     except AcceptError as exc:
         # After DATA the refusal is of the message, not of an address: 550 (RFC 5321).
         raise AcceptError(550, exc.enhanced, exc.text) from None
@@ -244,7 +261,9 @@ def accept_message(
                 for row in rows
             ]
         )
-        count_sent(tenant_id=sender.tenant_id)
+        permit = take_permit(tenant_id=sender.tenant_id)
+        if not permit.allowed:
+            raise refusal(permit)  # rolls back what this block wrote
         # message.recipients.all() answers from these rows, without a query.
         message._prefetched_objects_cache = {"recipients": rows}
         if any(row.state == RecipientState.QUEUED for row in rows):

@@ -5,15 +5,16 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cache
+from functools import cache, partial
 
 from django.db import transaction
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from delivery.keyed_hash import keyed_hash, matches, new_secret
 from delivery.models import ApiKey, SmtpCredential
 from domains.models import Domain, Tenant
-from sendmsg import sql
+from sendmsg import read_cache, sql
 
 SMTP_PURPOSE = "smtp password"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -85,19 +86,36 @@ def create_api_key(*, tenant: Tenant, name: str = "") -> tuple[ApiKey, str]:
     return api_key, key
 
 
+_api_keys: read_cache.ReadCache[str, ApiKey] = read_cache.ReadCache("api keys")
+
+
 def check_api_key(key: str) -> ApiKey | None:
     """The live key matching ``key`` (looked up by its keyed hash), else None.
 
-    One statement written once (sendmsg/sql.py: every API call asks this). The key's
-    ``tenant`` is loaded when first used.
+    One statement written once (sendmsg/sql.py: every API call asks this), and its answer
+    kept for a moment (sendmsg/read_cache.py): a key revoked by another process stops
+    working within ``SENDMSG_STATE_CACHE_SECONDS``; one revoked here (``revoke``), at once.
+    The key's ``tenant`` is loaded when first used.
     """
-    fields, query = _api_key_sql()
-    row = sql.fetch_one(query, [keyed_hash(key, purpose=API_PURPOSE), False])
-    if row is None:
-        return None
-    api_key = sql.load(ApiKey, fields, row)
-    _touch(api_key)
+    digest = keyed_hash(key, purpose=API_PURPOSE)
+    api_key = _api_keys.get(digest, partial(_load_api_key, digest))
+    if api_key is not None:
+        _touch(api_key)
     return api_key
+
+
+def _forget_api_key(sender, instance: ApiKey, **kwargs) -> None:
+    _api_keys.forget(instance.key_hash)
+
+
+post_save.connect(_forget_api_key, sender=ApiKey, dispatch_uid="credentials-forget-key")
+post_delete.connect(_forget_api_key, sender=ApiKey, dispatch_uid="credentials-forget-key")
+
+
+def _load_api_key(digest: str) -> ApiKey | None:
+    fields, query = _api_key_sql()
+    row = sql.fetch_one(query, [digest, False])
+    return None if row is None else sql.load(ApiKey, fields, row)
 
 
 @cache
@@ -121,6 +139,8 @@ def revoke(row: SmtpCredential | ApiKey) -> bool:
     """Revoke ``row``; False when it was revoked already (by someone else, maybe)."""
     claimed = type(row).objects.filter(pk=row.pk, revoked=False).update(revoked=True)
     row.revoked = True
+    if isinstance(row, ApiKey):
+        _api_keys.forget(row.key_hash)
     return bool(claimed)
 
 

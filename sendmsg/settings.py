@@ -72,6 +72,11 @@ SENDMSG_MESSAGE_SIZE_LIMIT = env_int("SENDMSG_MESSAGE_SIZE_LIMIT", 25 * 1024 * 1
 SENDMSG_MAX_RECIPIENTS = env_int("SENDMSG_MAX_RECIPIENTS", 100)
 # Messages per hour a tenant may send unless an operator sets its own plan rate.
 SENDMSG_DEFAULT_PLAN_RATE = env_int("SENDMSG_DEFAULT_PLAN_RATE", 10000)
+# Seconds a process trusts what it read of API keys, tenants' flags and verified domains
+# (sendmsg/read_cache.py); 0 reads them for every message.
+SENDMSG_STATE_CACHE_SECONDS = env_float("SENDMSG_STATE_CACHE_SECONDS", 1.0)
+# Permits a process leases at once from a tenant's hourly rate (reputation/gate.py).
+SENDMSG_QUOTA_LEASE = env_int("SENDMSG_QUOTA_LEASE", 50)
 # SMTP submission limits: idle timeout (seconds, RFC 5321 §4.5.3.2.7), open connections per
 # client address (per process), messages and recipients per session.
 SENDMSG_SMTP_TIMEOUT = env_int("SENDMSG_SMTP_TIMEOUT", 300)

@@ -201,6 +201,20 @@ def relay_dns_cache():
 
 
 @pytest.fixture(autouse=True)
+def read_caches():
+    """Each test starts with nothing kept of keys, tenants and domains, and no permits
+    leased (sendmsg/read_cache.py, reputation/gate.py)."""
+    from reputation.gate import quotas
+    from sendmsg.read_cache import clear_all
+
+    clear_all()
+    quotas.clear()
+    yield
+    clear_all()
+    quotas.clear()
+
+
+@pytest.fixture(autouse=True)
 def relay_kept_connections():
     """The relay keeps connections to MX hosts between tasks (delivery.outbound); each
     test starts and ends without them, so its receiver's script applies from the first

@@ -26,6 +26,10 @@ TEST_ENV = {
     "SENDMSG_WEB_PORT": str(free_port()),
     "SENDMSG_TLS_CERT": os.path.join(_data_dir, "tls", "cert.pem"),
     "SENDMSG_TLS_KEY": os.path.join(_data_dir, "tls", "key.pem"),
+    # Tests change tenants, keys and domains with bulk UPDATEs and expect the very next
+    # message to see it: every process reads them afresh (tests/test_throttle.py turns
+    # the caches on where it tests them).
+    "SENDMSG_STATE_CACHE_SECONDS": "0",
 }
 os.environ.update(TEST_ENV)
 os.environ.pop("DATABASE_URL", None)
