@@ -58,12 +58,17 @@ SETUP = (
     """
 import json, django
 django.setup()
+from datetime import timedelta
+from django.utils import timezone
 from domains.models import Domain
 from domains.tenancy import create_tenant, add_domain
 from delivery.credentials import create_api_key, create_smtp_credential
 tenant = create_tenant(name="Bench", owner_email="owner@bench.test").tenant
 domain = add_domain(tenant=tenant, name=%r)
-Domain.objects.filter(pk=domain.pk).update(status="verified")
+# Verified a month ago: past its warm-up (reputation/gate.py), as an established domain.
+Domain.objects.filter(pk=domain.pk).update(
+    status="verified", verified_at=timezone.now() - timedelta(days=30)
+)
 credential, password = create_smtp_credential(tenant=tenant)
 api_key, key = create_api_key(tenant=tenant, name="bench")
 print(json.dumps({"username": credential.username, "password": password, "key": key}))

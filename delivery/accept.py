@@ -24,6 +24,7 @@ from delivery.wake import wake_delivery
 from domains.models import Domain, DomainStatus
 from domains.names import InvalidDomain, domain_of
 from reputation.gate import Decision, may_send, take_permit
+from reputation.models import Level, Standing
 from sendmsg import read_cache, sql
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,10 @@ def normalize_line_endings(raw: bytes) -> bytes:
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
-def check_gate(sender: Sender, recipients: list[str] = ()) -> frozenset[str]:
-    """Ask the reputation gate; refuse as SMTP would, or return the suppressed addresses."""
-    decision = may_send(tenant_id=sender.tenant_id, recipients=recipients)
+def check_gate(sender: Sender, domain: Domain, recipients: list[str] = ()) -> frozenset[str]:
+    """Ask the reputation gate for mail from ``domain``; refuse as SMTP would, or return
+    the suppressed addresses."""
+    decision = may_send(tenant_id=sender.tenant_id, recipients=recipients, domain=domain)
     if not decision.allowed:
         raise refusal(decision)
     return decision.suppressed
@@ -70,7 +72,7 @@ def check_gate(sender: Sender, recipients: list[str] = ()) -> frozenset[str]:
 def refusal(decision: Decision) -> AcceptError:
     """A suspended account gets ``550 5.7.1``; a sender over its rate ``451 4.7.1`` with
     the seconds to wait (a temporary refusal: clients retry, nothing is lost)."""
-    if decision.reason == "account_suspended":
+    if decision.reason in ("account_suspended", "reputation_suspended"):
         return AcceptError(550, "5.7.1", decision.message, reason=decision.reason)
     return AcceptError(
         451,
@@ -106,10 +108,14 @@ def verified_domain(tenant_id: int, name: str) -> Domain | None:
 
 
 def _load_verified(tenant_id: int) -> dict[str, Domain]:
+    """The tenant's verified domains by name, each with its ``reputation_level``."""
     fields, query = _verified_sql()
-    rows = sql.fetch_all(query, [tenant_id, DomainStatus.VERIFIED])
-    domains = (sql.load(Domain, fields, row) for row in rows)
-    return {domain.name: domain for domain in domains}
+    domains = {}
+    for row in sql.fetch_all(query, [tenant_id, DomainStatus.VERIFIED]):
+        domain = sql.load(Domain, fields, row[:-1])
+        domain.reputation_level = row[-1] or Level.EXCELLENT
+        domains[domain.name] = domain
+    return domains
 
 
 def _forget_domains(sender, instance: Domain, **kwargs) -> None:
@@ -124,10 +130,13 @@ post_delete.connect(_forget_domains, sender=Domain, dispatch_uid="accept-forget-
 def _verified_sql() -> tuple[list[str], str]:
     """The fields a Domain is loaded with (in the model's order, as from_db wants) and the
     query (sendmsg/sql.py: why not the ORM)."""
-    fields, columns = sql.selected(Domain, {"id", "tenant_id", "name", "status"})
+    fields, _ = sql.selected(Domain, {"id", "tenant_id", "name", "status", "verified_at"})
+    columns = ", ".join(f"d.{sql.column(Domain, name)}" for name in fields)
+    standing = sql.column(Standing, "domain")
     return fields, (
-        f"SELECT {columns} FROM {sql.table(Domain)} WHERE {sql.column(Domain, 'tenant')} = %s "
-        f"AND {sql.column(Domain, 'status')} = %s"
+        f"SELECT {columns}, s.{sql.column(Standing, 'level')} FROM {sql.table(Domain)} d "
+        f"LEFT JOIN {sql.table(Standing)} s ON s.{standing} = d.{sql.column(Domain, 'id')} "
+        f"WHERE d.{sql.column(Domain, 'tenant')} = %s AND d.{sql.column(Domain, 'status')} = %s"
     )
 
 
@@ -189,7 +198,6 @@ def accept_message(
     Suppressed recipients are stored too, in their final state ``suppressed`` with an
     event, and are never sent to; the others are accepted as usual.
     """
-    suppressed = check_gate(sender, recipients)
     if len(raw) > settings.SENDMSG_MESSAGE_SIZE_LIMIT:
         raise AcceptError(552, "5.3.4", "Message too big for this platform")
     if not recipients:
@@ -197,6 +205,7 @@ def accept_message(
     if len(recipients) > settings.SENDMSG_MAX_RECIPIENTS:
         raise AcceptError(452, "4.5.3", "Too many recipients; send the rest in another message")
     domain = check_sender_domain(sender, mail_from, what="Sender")
+    suppressed = check_gate(sender, domain, recipients)
     rcpt_domains = [check_recipient(address) for address in recipients]
 
     data = normalize_line_endings(raw)
@@ -261,7 +270,7 @@ def accept_message(
                 for row in rows
             ]
         )
-        permit = take_permit(tenant_id=sender.tenant_id)
+        permit = take_permit(tenant_id=sender.tenant_id, domain=domain)
         if not permit.allowed:
             raise refusal(permit)  # rolls back what this block wrote
         # message.recipients.all() answers from these rows, without a query.

@@ -120,12 +120,13 @@ WAITING_STATES = {RecipientState.QUEUED, RecipientState.DEFERRED}
 
 class RecipientQuerySet(models.QuerySet):
     def due(self, now=None) -> RecipientQuerySet:
-        """Waiting recipients whose time has come, and claimed ones whose lease ran out."""
+        """Waiting recipients whose time has come, and claimed ones whose lease ran out;
+        never those of a sender whose queue is held (see ``held``)."""
         now = now or timezone.now()
         return self.filter(
             models.Q(state__in=WAITING_STATES, next_attempt_at__lte=now)
             | models.Q(state=RecipientState.SENDING, lease_until__lt=now)
-        )
+        ).exclude(held())
 
     def claim(self, *, lease_seconds: int) -> tuple[str, list[Recipient]]:
         """Lease the due recipients in this queryset to the caller.
@@ -148,6 +149,25 @@ class RecipientQuerySet(models.QuerySet):
             )
         claimed = list(Recipient.objects.filter(lease_token=token).order_by("message_id", "pk"))
         return token, claimed
+
+
+def held() -> models.Q:
+    """Recipients whose sender's queue is held: a tenant suspended by an operator or at
+    reputation level 5, or a sending domain at level 5 (DESIGN.md). They wait, untouched,
+    until the level or the suspension is lifted (then their retry times apply as usual).
+    Subqueries, not joins: a claim locks recipient rows only."""
+    from reputation.models import Level, Standing
+
+    suspended = Standing.objects.filter(level=Level.SUSPENDED)
+    return (
+        models.Q(tenant_id__in=Tenant.objects.filter(suspended=True).values("pk"))
+        | models.Q(tenant_id__in=suspended.filter(domain__isnull=True).values("tenant_id"))
+        | models.Q(
+            message_id__in=Message.objects.filter(
+                domain_id__in=suspended.filter(domain__isnull=False).values("domain_id")
+            ).values("pk")
+        )
+    )
 
 
 class Recipient(models.Model):

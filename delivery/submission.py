@@ -110,8 +110,7 @@ def _sender(session: Session) -> Sender:
 
 
 def _check_mail_from(sender: Sender, address: str) -> None:
-    check_gate(sender)
-    check_sender_domain(sender, address, what="Sender")
+    check_gate(sender, check_sender_domain(sender, address, what="Sender"))
 
 
 def _recently_allowed(usage: SessionUsage, address: str) -> bool:

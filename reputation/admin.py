@@ -1,6 +1,16 @@
+from django import forms
 from django.contrib import admin
 
-from reputation.models import InboundReport, SendCounter, Suppression
+from reputation.levels import pin, unpin
+from reputation.models import (
+    DailyStats,
+    InboundReport,
+    LevelChange,
+    SendCounter,
+    Standing,
+    Suppression,
+    WarmupCounter,
+)
 
 
 @admin.register(InboundReport)
@@ -33,3 +43,113 @@ class SendCounterAdmin(admin.ModelAdmin):
     list_filter = ["hour"]
     search_fields = ["tenant__name"]
     readonly_fields = ["tenant", "hour", "count"]
+
+
+class StandingForm(forms.ModelForm):
+    """An operator pins a level (with a reason) or unpins it; every change is recorded
+    with the operator's name (reputation/levels.py pin, unpin)."""
+
+    class Meta:
+        model = Standing
+        fields = ["level", "pinned", "pin_reason"]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("pinned") and not (data.get("pin_reason") or "").strip():
+            raise forms.ValidationError("Say why this level is pinned (the tenant sees it).")
+        if not data.get("pinned") and self.instance.pinned:
+            if not (data.get("pin_reason") or "").strip():
+                raise forms.ValidationError("Say why the pin ends, in the reason field.")
+        return data
+
+
+@admin.register(Standing)
+class StandingAdmin(admin.ModelAdmin):
+    """Levels now, per tenant (no domain) and per sending domain: filter by level to see
+    who is at 4 or 5, and why."""
+
+    form = StandingForm
+    list_display = ["tenant", "domain", "level", "pinned", "reason", "since"]
+    list_filter = ["level", "pinned"]
+    list_select_related = ["tenant", "domain"]
+    search_fields = ["tenant__name", "domain__name"]
+    readonly_fields = [
+        "tenant",
+        "domain",
+        "reason",
+        "since",
+        "better_since",
+        "delivered",
+        "hard_bounced",
+        "complained",
+        "updated_at",
+    ]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # standings are made by the rates; pin an existing one
+
+    def save_model(self, request, obj: Standing, form, change) -> None:
+        was_pinned = Standing.objects.filter(pk=obj.pk, pinned=True).exists()
+        if obj.pinned:
+            pin(obj.tenant, obj.level, reason=obj.pin_reason, actor=request.user, domain=obj.domain)
+        elif was_pinned:
+            unpin(obj.tenant, reason=obj.pin_reason, actor=request.user, domain=obj.domain)
+        obj.refresh_from_db()
+
+
+@admin.register(LevelChange)
+class LevelChangeAdmin(admin.ModelAdmin):
+    """The audit trail of levels: by the rates (no operator) or by an operator."""
+
+    list_display = ["created_at", "tenant", "domain", "old_level", "new_level", "actor", "reason"]
+    list_filter = ["new_level", "pinned"]
+    list_select_related = ["tenant", "domain", "actor"]
+    search_fields = ["tenant__name", "reason"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(DailyStats)
+class DailyStatsAdmin(admin.ModelAdmin):
+    """What each tenant's domains did per day: the counts behind the rates."""
+
+    list_display = [
+        "day",
+        "tenant",
+        "domain",
+        "accepted",
+        "delivered",
+        "hard_bounced",
+        "soft_bounced",
+        "complained",
+    ]
+    list_filter = ["day"]
+    list_select_related = ["tenant", "domain"]
+    search_fields = ["tenant__name", "domain__name"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(WarmupCounter)
+class WarmupCounterAdmin(admin.ModelAdmin):
+    """Messages per new domain and day of its warm-up, against the day's cap."""
+
+    list_display = ["day", "domain", "count"]
+    list_filter = ["day"]
+    list_select_related = ["domain"]
+    search_fields = ["domain__name"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

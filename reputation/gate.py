@@ -1,37 +1,35 @@
 """The one question delivery asks reputation: may this sender send now, and to whom?
 
-Both doors (SMTP and API) ask it through delivery.accept. Inputs today: an operator's
-suspend flag, the tenant's plan rate (messages per clock hour) and the suppression list.
-The reputation levels and warm-up will narrow the same answer later.
+Both doors (SMTP and API) ask it through delivery.accept. Inputs: an operator's suspend
+flag, the tenant's plan rate (messages per clock hour), the reputation levels of the
+tenant and of the sending domain (reputation/levels.py; a message gets the stricter:
+level 3 halves the rate, level 4 cuts it to a tenth, level 5 refuses) and the
+suppression list.
 
-In steady state the answer costs no database statement for the throttle:
+A new domain also follows a warm-up schedule: daily caps that grow
+(``SENDMSG_WARMUP_DAILY_CAPS``, from the day it was first verified).
 
-- the tenant's flags come from a ReadCache (sendmsg/read_cache.py), re-read at most
-  every ``SENDMSG_STATE_CACHE_SECONDS``;
-- the hourly rate is shared by every process through one counter row per tenant and
-  hour (SendCounter), from which each process leases permits in blocks
-  (``SENDMSG_QUOTA_LEASE``, at most a hundredth of the rate) and spends them in memory.
-  Leases are written in the accept's own transaction and credited when it commits, so
-  together the processes never pass the rate. The counter holds what was handed out: a
-  process that stops with unspent permits leaves them counted (stricter, never looser).
+In steady state the answer costs no database statement for the throttle: the tenant's
+flags and level come from a ReadCache (sendmsg/read_cache.py), the domain's with the
+verified domains (delivery/accept.py), and the hourly rate and the warm-up caps are
+permits leased in blocks and spent in memory (reputation/quotas.py).
 
 Only the suppression list is read per message: its answer depends on the recipients.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from functools import cache, partial
+from datetime import date, datetime, timedelta
+from functools import cache
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models.signals import post_save
 from django.utils import timezone
 
-from domains.models import Tenant
-from reputation.models import SendCounter, Suppression
+from domains.models import Domain, Tenant
+from reputation.models import Level, SendCounter, Standing, Suppression, WarmupCounter
+from reputation.quotas import Quotas
 from sendmsg import read_cache, sql
 
 WINDOW = timedelta(hours=1)
@@ -52,7 +50,13 @@ ALLOWED = Decision(True)
 @dataclass(frozen=True)
 class TenantState:
     suspended: bool
-    rate: int  # messages per clock hour, the platform default applied
+    plan_rate: int  # messages per clock hour, the platform default applied
+    level: int  # the tenant's reputation level, 1 to 5
+
+
+def rate_at(plan_rate: int, level: int) -> int:
+    """The hourly rate at a reputation level (1 to 4; level 5 sends nothing)."""
+    return max(1, int(plan_rate * settings.SENDMSG_LEVEL_RATE_FACTORS[level - 1]))
 
 
 _states: read_cache.ReadCache[int, TenantState] = read_cache.ReadCache("tenant state")
@@ -63,7 +67,9 @@ def tenant_state(tenant_id: int) -> TenantState:
         row = sql.fetch_one(_tenant_sql(), [tenant_id])
         if row is None:
             return None
-        return TenantState(bool(row[0]), row[1] or settings.SENDMSG_DEFAULT_PLAN_RATE)
+        return TenantState(
+            bool(row[0]), row[1] or settings.SENDMSG_DEFAULT_PLAN_RATE, row[2] or Level.EXCELLENT
+        )
 
     state = _states.get(tenant_id, load)
     if state is None:
@@ -71,54 +77,104 @@ def tenant_state(tenant_id: int) -> TenantState:
     return state
 
 
+def forget_tenant(tenant_id: int) -> None:
+    """This process reads the tenant's flags and level again at its next message."""
+    _states.forget(tenant_id)
+
+
 def _forget_tenant(sender, instance: Tenant, **kwargs) -> None:
-    _states.forget(instance.pk)
+    forget_tenant(instance.pk)
 
 
 post_save.connect(_forget_tenant, sender=Tenant, dispatch_uid="gate-forget-tenant")
 
 
-def may_send(*, tenant_id: int, recipients: list[str] = ()) -> Decision:
-    """Whether the tenant may send a message now, and which recipients are suppressed.
+def may_send(
+    *, tenant_id: int, recipients: list[str] = (), domain: Domain | None = None
+) -> Decision:
+    """Whether the tenant may send a message now (from ``domain``, a verified domain
+    loaded with its ``reputation_level``), and which recipients are suppressed.
 
-    This only looks: the message's permit is taken by ``take_permit`` in the accept
+    This only looks: the message's permits are taken by ``take_permit`` in the accept
     transaction. Without recipients (SMTP's MAIL command) it answers for the sender only.
     """
-    state = tenant_state(tenant_id)
-    if state.suspended:
-        return _suspended()
-    if not quotas.may_have(tenant_id, state.rate):
-        return _rate_limited(state.rate)
+    decision = _limits(tenant_id, domain, take=False)
     lowered = sorted({address.lower() for address in recipients})
-    if not lowered:
-        return ALLOWED
+    if not decision.allowed or not lowered:
+        return decision
     suppressed = sql.fetch_all(_suppressed(len(lowered)), [tenant_id, *lowered])
     return Decision(True, suppressed=frozenset(row[0] for row in suppressed))
 
 
-def take_permit(*, tenant_id: int) -> Decision:
-    """Spend one message of the tenant's hourly rate; call inside the accept transaction
-    (a refusal must roll it back)."""
+def take_permit(*, tenant_id: int, domain: Domain | None = None) -> Decision:
+    """Spend one message of the tenant's hourly rate (and of the domain's daily warm-up
+    cap); call inside the accept transaction (a refusal must roll it back)."""
+    return _limits(tenant_id, domain, take=True)
+
+
+def _limits(tenant_id: int, domain: Domain | None, *, take: bool) -> Decision:
     state = tenant_state(tenant_id)
-    if state.suspended:
-        return _suspended()
-    if not quotas.take(tenant_id, state.rate):
-        return _rate_limited(state.rate)
-    return ALLOWED
+    level = max(state.level, getattr(domain, "reputation_level", Level.EXCELLENT))
+    if state.suspended or level >= Level.SUSPENDED:
+        return _suspended(state.suspended)
+    cap = warm_up_cap(domain)
+    if cap is not None:
+        allowed = warm_up.take(domain.pk, cap) if take else warm_up.may_have(domain.pk, cap)
+        if not allowed:
+            return _warming_up(domain, cap)
+    rate = rate_at(state.plan_rate, level)
+    allowed = hourly.take(tenant_id, rate) if take else hourly.may_have(tenant_id, rate)
+    return ALLOWED if allowed else _rate_limited(rate, level)
 
 
-def _suspended() -> Decision:
-    return Decision(
-        False, "account_suspended", "Sending is suspended for this account; contact support."
-    )
+def warm_up_cap(domain: Domain | None) -> int | None:
+    """Messages the domain may send today while it warms up (a day's cap from
+    ``SENDMSG_WARMUP_DAILY_CAPS``, counted from the day it was first verified), or None
+    once the schedule is over."""
+    caps = settings.SENDMSG_WARMUP_DAILY_CAPS
+    if domain is None or not caps or domain.verified_at is None:
+        return None
+    day = (today() - domain.verified_at.date()).days
+    return caps[day] if 0 <= day < len(caps) else None
 
 
-def _rate_limited(rate: int) -> Decision:
-    wait = max(1, int((current_hour() + WINDOW - timezone.now()).total_seconds()) + 1)
+def _warming_up(domain: Domain, cap: int) -> Decision:
+    day = (today() - domain.verified_at.date()).days + 1
+    tomorrow = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    wait = max(1, int((tomorrow - timezone.now()).total_seconds()) + 1)
+    days = len(settings.SENDMSG_WARMUP_DAILY_CAPS)
     return Decision(
         False,
         "rate_limited",
-        f"Hourly sending limit of {rate} messages reached; retry in {wait} s",
+        f"{domain.name} is warming up (day {day} of {days}): today's limit of {cap} "
+        f"messages is reached; retry in {wait} s",
+        retry_after=wait,
+    )
+
+
+def _suspended(by_operator: bool) -> Decision:
+    if by_operator:
+        return Decision(
+            False, "account_suspended", "Sending is suspended for this account; contact support."
+        )
+    return Decision(
+        False,
+        "reputation_suspended",
+        "Sending is suspended at reputation level 5 (too many bounces or complaints); "
+        "see Reputation in the dashboard for the rates and what to do",
+    )
+
+
+def _rate_limited(rate: int, level: int) -> Decision:
+    wait = max(1, int((current_hour() + WINDOW - timezone.now()).total_seconds()) + 1)
+    cut = {
+        3: " (reputation level 3: half the plan rate)",
+        4: " (reputation level 4: a tenth of the plan rate)",
+    }
+    return Decision(
+        False,
+        "rate_limited",
+        f"Hourly sending limit of {rate} messages reached{cut.get(level, '')}; retry in {wait} s",
         retry_after=wait,
     )
 
@@ -127,113 +183,27 @@ def current_hour() -> datetime:
     return timezone.now().replace(minute=0, second=0, microsecond=0)
 
 
-def lease_size(rate: int) -> int:
-    """Permits a process takes at once: one when nothing may be kept (tests), else up to
-    a hundredth of the rate, so one process never holds much of a small plan."""
-    if read_cache.ttl() <= 0:
-        return 1
-    return max(1, min(settings.SENDMSG_QUOTA_LEASE, rate // 100))
+def today() -> date:
+    return timezone.now().date()
 
 
-@dataclass
-class _Quota:
-    hour: datetime
-    rate: int
-    tokens: int = 0  # permits leased and not spent yet
-    spent: bool = False  # the hour's counter reached the rate: no more leases
-
-
-class Quotas:
-    """This process's permits, per tenant, for the current hour and rate (a new hour or
-    a changed rate starts afresh)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._quotas: dict[int, _Quota] = {}
-
-    def _current(self, tenant_id: int, rate: int, hour: datetime) -> _Quota:
-        quota = self._quotas.get(tenant_id)
-        if quota is None or quota.hour != hour or quota.rate != rate:
-            quota = self._quotas[tenant_id] = _Quota(hour, rate)
-        return quota
-
-    def may_have(self, tenant_id: int, rate: int) -> bool:
-        """Whether a permit may be had: from memory when this process holds some or knows
-        the hour is spent, else from the counter (one statement, once per lease)."""
-        hour = current_hour()
-        with self._lock:
-            quota = self._current(tenant_id, rate, hour)
-            if quota.tokens:
-                return True
-            if quota.spent:
-                return False
-        row = sql.fetch_one(_counter_sql(), [tenant_id, sql.db_value(SendCounter, "hour", hour)])
-        return row is None or row[0] < rate
-
-    def take(self, tenant_id: int, rate: int) -> bool:
-        hour = current_hour()
-        with self._lock:
-            quota = self._current(tenant_id, rate, hour)
-            if quota.tokens:
-                quota.tokens -= 1
-                return True
-            if quota.spent:
-                return False
-        size = lease_size(rate)
-        handed_out = sql.fetch_one(
-            _lease_sql(), [tenant_id, sql.db_value(SendCounter, "hour", hour), size]
-        )[0]
-        granted = min(size, max(0, rate - (handed_out - size)))
-        if granted == 0:
-            with self._lock:
-                quota.spent = True  # true whether or not this transaction commits
-            return False
-        if granted > 1 or granted < size:
-            credit = partial(self._credit, tenant_id, quota, granted - 1, granted < size)
-            transaction.on_commit(credit)
-        return True
-
-    def _credit(self, tenant_id: int, quota: _Quota, tokens: int, spent: bool) -> None:
-        with self._lock:
-            if self._quotas.get(tenant_id) is quota:
-                quota.tokens += tokens
-                quota.spent = quota.spent or spent
-
-    def clear(self) -> None:
-        with self._lock:
-            self._quotas.clear()
-
-
-quotas = Quotas()
+hourly = Quotas(SendCounter, "tenant", "hour", current_hour)
+"""Each tenant's messages per clock hour (its plan rate at its level)."""
+warm_up = Quotas(WarmupCounter, "domain", "day", today)
+"""Each new sending domain's messages per day (UTC) while it warms up."""
 
 
 @cache
 def _tenant_sql() -> str:
+    """The tenant's flags and its own level (its domains' are read with them,
+    delivery/accept.py)."""
+    column = sql.column
     return (
-        f"SELECT {sql.column(Tenant, 'suspended')}, {sql.column(Tenant, 'plan_rate')} "
-        f"FROM {sql.table(Tenant)} WHERE {sql.column(Tenant, 'id')} = %s"
-    )
-
-
-@cache
-def _counter_sql() -> str:
-    return (
-        f"SELECT {sql.column(SendCounter, 'count')} FROM {sql.table(SendCounter)} "
-        f"WHERE {sql.column(SendCounter, 'tenant')} = %s "
-        f"AND {sql.column(SendCounter, 'hour')} = %s"
-    )
-
-
-@cache
-def _lease_sql() -> str:
-    """One statement that creates this hour's counter or adds a lease to it, race-free,
-    and answers how many permits are handed out now, this lease included."""
-    counter, count = sql.table(SendCounter), sql.column(SendCounter, "count")
-    keys = f"{sql.column(SendCounter, 'tenant')}, {sql.column(SendCounter, 'hour')}"
-    return (
-        f"INSERT INTO {counter} ({keys}, {count}) VALUES (%s, %s, %s) "
-        f"ON CONFLICT ({keys}) DO UPDATE SET {count} = {counter}.{count} + excluded.{count} "
-        f"RETURNING {count}"
+        f"SELECT t.{column(Tenant, 'suspended')}, t.{column(Tenant, 'plan_rate')}, "
+        f"s.{column(Standing, 'level')} FROM {sql.table(Tenant)} t "
+        f"LEFT JOIN {sql.table(Standing)} s ON s.{column(Standing, 'tenant')} = "
+        f"t.{column(Tenant, 'id')} AND s.{column(Standing, 'domain')} IS NULL "
+        f"WHERE t.{column(Tenant, 'id')} = %s"
     )
 
 

@@ -77,6 +77,43 @@ SENDMSG_DEFAULT_PLAN_RATE = env_int("SENDMSG_DEFAULT_PLAN_RATE", 10000)
 SENDMSG_STATE_CACHE_SECONDS = env_float("SENDMSG_STATE_CACHE_SECONDS", 1.0)
 # Permits a process leases at once from a tenant's hourly rate (reputation/gate.py).
 SENDMSG_QUOTA_LEASE = env_int("SENDMSG_QUOTA_LEASE", 50)
+# Warm-up of a new sending domain: its cap on messages for each day from the day it was
+# first verified (day 1, day 2, ...); none after the last. Empty: no warm-up.
+SENDMSG_WARMUP_DAILY_CAPS = [
+    int(x)
+    for x in env_list(
+        "SENDMSG_WARMUP_DAILY_CAPS",
+        "500,1000,2000,5000,10000,20000,50000,100000,200000,500000".split(","),
+    )
+]
+# Reputation levels (reputation/levels.py, DESIGN.md): rates over WINDOW days, the bounce
+# rate from BOUNCE_SAMPLE delivered or bounced, the complaint rate from COMPLAINT_SAMPLE
+# delivered and COMPLAINT_MIN complaints. A sender is at the first level (1 to 4) whose
+# limits (percent) both rates are under, else at 5; levels 1 to 4 send at these
+# fractions of the plan rate.
+SENDMSG_REPUTATION_WINDOW_DAYS = env_int("SENDMSG_REPUTATION_WINDOW_DAYS", 7)
+SENDMSG_REPUTATION_BOUNCE_SAMPLE = env_int("SENDMSG_REPUTATION_BOUNCE_SAMPLE", 100)
+SENDMSG_REPUTATION_COMPLAINT_SAMPLE = env_int("SENDMSG_REPUTATION_COMPLAINT_SAMPLE", 1000)
+SENDMSG_REPUTATION_COMPLAINT_MIN = env_int("SENDMSG_REPUTATION_COMPLAINT_MIN", 3)
+SENDMSG_LEVEL_BOUNCE_LIMITS = [
+    float(x) for x in env_list("SENDMSG_LEVEL_BOUNCE_LIMITS", ["2", "4", "5", "10"])
+]
+SENDMSG_LEVEL_COMPLAINT_LIMITS = [
+    float(x) for x in env_list("SENDMSG_LEVEL_COMPLAINT_LIMITS", ["0.05", "0.1", "0.3", "0.5"])
+]
+SENDMSG_LEVEL_RATE_FACTORS = [
+    float(x) for x in env_list("SENDMSG_LEVEL_RATE_FACTORS", ["1", "1", "0.5", "0.1"])
+]
+if not (
+    len(SENDMSG_LEVEL_BOUNCE_LIMITS)
+    == len(SENDMSG_LEVEL_COMPLAINT_LIMITS)
+    == len(SENDMSG_LEVEL_RATE_FACTORS)
+    == 4
+):
+    raise ValueError(
+        "SENDMSG_LEVEL_BOUNCE_LIMITS, SENDMSG_LEVEL_COMPLAINT_LIMITS and "
+        "SENDMSG_LEVEL_RATE_FACTORS each list four values, for levels 1 to 4"
+    )
 # SMTP submission limits: idle timeout (seconds, RFC 5321 §4.5.3.2.7), open connections per
 # client address (per process), messages and recipients per session.
 SENDMSG_SMTP_TIMEOUT = env_int("SENDMSG_SMTP_TIMEOUT", 300)
@@ -126,6 +163,9 @@ SENDMSG_WEBHOOK_CONCURRENCY = env_int("SENDMSG_WEBHOOK_CONCURRENCY", 4)
 SENDMSG_WEBHOOK_GAP_SECONDS = env_int("SENDMSG_WEBHOOK_GAP_SECONDS", 120)
 SENDMSG_WEBHOOK_MAX_ENDPOINTS = env_int("SENDMSG_WEBHOOK_MAX_ENDPOINTS", 20)
 SENDMSG_WEBHOOK_LOG_DAYS = env_int("SENDMSG_WEBHOOK_LOG_DAYS", 30)
+# Suppression lists (reputation/suppressions.py): rows one import may have (a CSV file or
+# a JSON list); the upload may have up to 1 KiB per row.
+SENDMSG_SUPPRESSION_IMPORT_ROWS = env_int("SENDMSG_SUPPRESSION_IMPORT_ROWS", 100_000)
 # Message log retention (delivery/retention.py, hourly): message bodies are removed after
 # BODY days (the headers stay), whole messages with their recipients and events after
 # METADATA days; never while a recipient is still queued, deferred, sending or held.
@@ -281,6 +321,8 @@ SPECTACULAR_SETTINGS = {
         "EventTypeEnum": "delivery.models.EventType",
         # A recipient's state, apart from a DKIM key's (also a field named "state").
         "RecipientStateEnum": "delivery.models.RecipientState",
+        # A suppression's reason, apart from any other field named "reason".
+        "SuppressionReasonEnum": "reputation.models.SuppressionReason",
     },
 }
 

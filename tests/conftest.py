@@ -204,14 +204,14 @@ def relay_dns_cache():
 def read_caches():
     """Each test starts with nothing kept of keys, tenants and domains, and no permits
     leased (sendmsg/read_cache.py, reputation/gate.py)."""
-    from reputation.gate import quotas
+    from reputation.gate import hourly, warm_up
     from sendmsg.read_cache import clear_all
 
-    clear_all()
-    quotas.clear()
+    for forget in (clear_all, hourly.clear, warm_up.clear):
+        forget()
     yield
-    clear_all()
-    quotas.clear()
+    for forget in (clear_all, hourly.clear, warm_up.clear):
+        forget()
 
 
 @pytest.fixture(autouse=True)

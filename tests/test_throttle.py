@@ -18,8 +18,8 @@ from delivery.accept import AcceptError, Sender, accept_message
 from delivery.credentials import create_api_key, create_smtp_credential, revoke
 from delivery.models import Message, Source
 from domains.models import Domain, DomainStatus, Tenant
-from reputation.gate import lease_size
 from reputation.models import SendCounter
+from reputation.quotas import lease_size
 from tests.conftest import platform_env
 from tests.peers.ports import free_port
 from tests.peers.processes import REPO_ROOT, ManagedProcess, manage_py

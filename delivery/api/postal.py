@@ -63,6 +63,7 @@ POSTAL_CODES = {
     # our API code -> Postal-style code; Postal's own where it has one
     "sender_not_allowed": "UnauthenticatedFromAddress",
     "account_suspended": "ServerSuspended",
+    "reputation_suspended": "ServerSuspended",
     "no_recipients": "NoRecipients",
     "no_content": "NoContent",
     "invalid_address": "InvalidAddress",

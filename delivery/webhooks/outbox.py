@@ -3,13 +3,8 @@ events (accepting mail, the relay, the queue's hands).
 
 The outbox row keeps a position in the event stream: every event up to it has its
 deliveries (one per active endpoint of its tenant that chose its type). A run reads the
-events after the position, in id order, and moves the position over them.
-
-Ids are not committed in order on PostgreSQL: id 11 may be visible while the
-transaction that took id 10 is still open. So the position stops before a missing id
-and waits for it; once an id has been missing for ``SENDMSG_WEBHOOK_GAP_SECONDS``
-(rolled back, or deleted), it is passed over. On SQLite, one writer at a time, ids
-commit in order and a missing id is one that was deleted.
+events after the position, in id order, and moves the position over them, never past
+an id that may still commit (delivery/event_stream.py).
 
 Two runs at once are harmless: a delivery is unique per endpoint and event, and the
 position only moves by a conditional UPDATE from the value the run read.
@@ -19,12 +14,11 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from datetime import timedelta
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from delivery.event_stream import walk
 from delivery.models import Event, WebhookDelivery, WebhookEndpoint, WebhookOutbox
 
 STREAM = "events"
@@ -98,19 +92,14 @@ def _collect_batch(now) -> tuple[int, bool]:
     for pk, tenant_id, types, first_event_id in endpoints:
         listening[tenant_id].append((pk, frozenset(types), first_event_id))
 
-    position = start
-    gap_seen_at = outbox.gap_seen_at if start == outbox.position else None
-    gap_wait = timedelta(seconds=settings.SENDMSG_WEBHOOK_GAP_SECONDS)
+    read = walk(
+        rows,
+        position=start,
+        gap_seen_at=outbox.gap_seen_at if start == outbox.position else None,
+        now=now,
+    )
     deliveries: list[WebhookDelivery] = []
-    waiting = False
-    for event_id, tenant_id, event_type in rows:
-        if event_id != position + 1:
-            if gap_seen_at is None:
-                gap_seen_at = now  # first seen: its transaction may still commit
-            if now - gap_seen_at < gap_wait:
-                waiting = True
-                break
-        position, gap_seen_at = event_id, None
+    for event_id, tenant_id, event_type in read.rows:
         for endpoint_id, types, first_event_id in listening.get(tenant_id, ()):
             if event_id > first_event_id and event_type in types:
                 deliveries.append(
@@ -124,9 +113,9 @@ def _collect_batch(now) -> tuple[int, bool]:
                 )
     with transaction.atomic():
         WebhookDelivery.objects.bulk_create(deliveries, ignore_conflicts=True)
-        if not _advance(outbox, position=position, gap_seen_at=gap_seen_at, now=now):
+        if not _advance(outbox, position=read.position, gap_seen_at=read.gap_seen_at, now=now):
             return 0, False  # another run moved on from here first; it made the same rows
-    return len(deliveries), len(rows) == EVENT_BATCH and not waiting
+    return len(deliveries), len(rows) == EVENT_BATCH and not read.waiting
 
 
 def _advance(outbox: WebhookOutbox, *, position: int, gap_seen_at, now) -> bool:
