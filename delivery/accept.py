@@ -25,6 +25,7 @@ from domains.models import Domain, DomainStatus
 from domains.names import InvalidDomain, domain_of
 from reputation.gate import Decision, may_send, take_permit
 from reputation.models import Level, Standing
+from reputation.suppressions import listed_as
 from sendmsg import read_cache, sql
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ def accept_message(
             domain=d,
             state=(
                 RecipientState.SUPPRESSED
-                if address.lower() in suppressed
+                if listed_as(address) in suppressed
                 else RecipientState.QUEUED
             ),
             next_attempt_at=message.created_at,

@@ -231,6 +231,10 @@ class Outcome:
     event: EventType
     retry_at: datetime | None = None
     mx_host: str = ""
+    # Why a failure failed (reputation/bounce_patterns.py): a function of the reply, so
+    # outcomes alike by reply are alike by these too.
+    bounce_class: str = ""
+    reason: str = ""
 
 
 def finish_all(outcomes: list[Outcome]) -> list[Outcome]:
@@ -280,6 +284,8 @@ def finish_all(outcomes: list[Outcome]) -> list[Outcome]:
                     enhanced=o.reply.enhanced if o.reply else "",
                     text=o.reply.text if o.reply else "",
                     mx_host=o.mx_host,
+                    bounce_class=o.bounce_class,
+                    reason=o.reason,
                 )
                 for o in written
             ]
@@ -342,6 +348,14 @@ class Event(models.Model):
     enhanced = models.CharField(max_length=16, blank=True)
     text = models.TextField(blank=True)
     mx_host = models.CharField(max_length=253, blank=True)
+    bounce_class = models.CharField(
+        max_length=4, blank=True, help_text="A failure's class: hard or soft (else blank)."
+    )
+    reason = models.CharField(
+        max_length=24,
+        blank=True,
+        help_text="Why a failure failed, e.g. mailbox_unknown (reputation/bounce_patterns.py).",
+    )
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -470,9 +484,19 @@ class WebhookDeliveryQuerySet(models.QuerySet):
         return token, claimed
 
 
+LEVEL_CHANGED = "reputation.level_changed"
+WEBHOOK_EVENT_CHOICES = [
+    *EventType.choices,
+    (LEVEL_CHANGED, "Reputation level changed, for the tenant or one of its domains"),
+]
+WEBHOOK_EVENT_TYPES = [value for value, _ in WEBHOOK_EVENT_CHOICES]
+"""What an endpoint may choose: the message events, and a change of reputation level
+(not a message event: its delivery carries its own body, WebhookDelivery.body)."""
+
+
 class WebhookDelivery(models.Model):
-    """One event (or a test ping, without event) to send to one endpoint, retried until
-    a 2xx answer or the end of the retry window."""
+    """One event (or a test ping, or a notice with its own ``body``, without event) to
+    send to one endpoint, retried until a 2xx answer or the end of the retry window."""
 
     endpoint = models.ForeignKey(
         WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
@@ -489,6 +513,10 @@ class WebhookDelivery(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(
+        max_length=40, blank=True, help_text="A notice's type (e.g. reputation.level_changed)."
+    )
+    body = models.JSONField(null=True, blank=True, help_text="A notice's body, sent as is.")
 
     objects = WebhookDeliveryQuerySet.as_manager()
 

@@ -12,23 +12,37 @@ never marked delivered without a 2xx).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
-from delivery.models import EventType, Outcome, Recipient, RecipientState, finish_all
+from delivery.models import (
+    WAITING_STATES,
+    Event,
+    EventType,
+    Outcome,
+    Recipient,
+    RecipientState,
+    finish_all,
+)
 from delivery.replies import SmtpReply
+from reputation.bounce_patterns import classify
+from sendmsg.write_turn import write_turn
 
 log = logging.getLogger(__name__)
 
 
 def outcome_of(recipient: Recipient, reply: SmtpReply, *, mx_host: str) -> Outcome:
-    """The recipient's next state (and event) after ``reply``."""
+    """The recipient's next state (and event) after ``reply``; a failure's event says
+    hard or soft and why, as a DSN's would (reputation/bounce_patterns.py)."""
     retry_at = None
     if reply.is_success:
         state, event = RecipientState.DELIVERED, EventType.DELIVERED
-    elif reply.is_permanent:
+        return Outcome(recipient, state, reply, recipient.lease_token, event, None, mx_host)
+    if reply.is_permanent:
         state, event = RecipientState.BOUNCED, EventType.BOUNCED
     else:
         retry_at = next_attempt_at(recipient)
@@ -36,7 +50,18 @@ def outcome_of(recipient: Recipient, reply: SmtpReply, *, mx_host: str) -> Outco
             state, event = RecipientState.EXPIRED, EventType.EXPIRED
         else:
             state, event = RecipientState.DEFERRED, EventType.DEFERRED
-    return Outcome(recipient, state, reply, recipient.lease_token, event, retry_at, mx_host)
+    why = classify(reply.code, reply.enhanced, reply.text)
+    return Outcome(
+        recipient,
+        state,
+        reply,
+        recipient.lease_token,
+        event,
+        retry_at,
+        mx_host,
+        bounce_class=why.bounce_class,
+        reason=why.reason,
+    )
 
 
 class OutcomeBatch:
@@ -94,3 +119,78 @@ def next_attempt_at(recipient: Recipient):
     if now >= recipient.message.created_at + lifetime:
         return None
     return now + retry_delay(recipient.attempts + 1)
+
+
+# -- what a report arriving later does (reputation/bounce_processing.py) -------------------
+
+
+@dataclass(frozen=True)
+class ReportedReply:
+    """What a report says the remote side answered, and what that means."""
+
+    code: int | None  # None when the report gives only an enhanced status
+    enhanced: str
+    text: str
+    remote_mta: str
+    bounce_class: str
+    reason: str
+
+
+REPORTABLE_STATES = WAITING_STATES | {RecipientState.SENDING, RecipientState.DELIVERED}
+"""States a DSN can move a recipient out of: before its final reply, or after a relay
+said 250 and failed it later (DESIGN invariant 2: the one move out of a final state)."""
+
+
+def record_reported_failure(*, recipient: Recipient, diagnostic: ReportedReply) -> Event | None:
+    """A DSN says delivery to ``recipient`` failed: it is bounced now, with its BOUNCED
+    event. None, and nothing changed, when it is in no state a DSN can move it from
+    (already bounced, or never sent).
+
+    One conditional UPDATE, so two reports about one recipient record one bounce. A
+    worker leasing the recipient right now loses its lease: its outcome is not written
+    (it logs the lost lease), so the bounce stands.
+    """
+    now = timezone.now()
+    fields = {
+        "state": RecipientState.BOUNCED,
+        "lease_token": "",
+        "lease_until": None,
+        "updated_at": now,
+        "last_code": diagnostic.code,
+        "last_enhanced": diagnostic.enhanced,
+        "last_text": diagnostic.text,
+    }
+    if diagnostic.remote_mta:
+        fields["mx_host"] = diagnostic.remote_mta
+    with write_turn(), transaction.atomic():
+        moved = Recipient.objects.filter(pk=recipient.pk, state__in=REPORTABLE_STATES).update(
+            **fields
+        )
+        if not moved:
+            return None
+        return _reported_event(recipient, EventType.BOUNCED, diagnostic, now)
+
+
+def record_reported_delay(*, recipient: Recipient, diagnostic: ReportedReply) -> Event | None:
+    """A DSN says delivery to ``recipient`` is delayed further on (a relay is still
+    retrying): a DEFERRED event, the state unchanged. None when the recipient is past
+    caring (bounced, or never sent)."""
+    if not Recipient.objects.filter(pk=recipient.pk, state__in=REPORTABLE_STATES).exists():
+        return None
+    return _reported_event(recipient, EventType.DEFERRED, diagnostic, timezone.now())
+
+
+def _reported_event(recipient: Recipient, type: EventType, diagnostic: ReportedReply, now) -> Event:
+    return Event.objects.create(
+        tenant_id=recipient.tenant_id,
+        message_id=recipient.message_id,
+        recipient_id=recipient.pk,
+        type=type,
+        created_at=now,
+        code=diagnostic.code,
+        enhanced=diagnostic.enhanced,
+        text=diagnostic.text,
+        mx_host=diagnostic.remote_mta,
+        bounce_class=diagnostic.bounce_class,
+        reason=diagnostic.reason,
+    )

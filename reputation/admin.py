@@ -11,6 +11,7 @@ from reputation.models import (
     Suppression,
     WarmupCounter,
 )
+from reputation.suppressions import SuppressionError, normalize_address
 
 
 @admin.register(InboundReport)
@@ -21,18 +22,32 @@ class InboundReportAdmin(admin.ModelAdmin):
     raw_id_fields = ["tenant", "recipient"]
 
 
+class SuppressionAdminForm(forms.ModelForm):
+    """An operator's entry is stored as the tenants' are: lower case, IDNA domain (the
+    gate compares recipients in that form), or refused with the reason."""
+
+    class Meta:
+        model = Suppression
+        fields = "__all__"
+
+    def clean_address(self) -> str:
+        try:
+            return normalize_address(self.cleaned_data["address"])
+        except SuppressionError as exc:
+            raise forms.ValidationError(exc.message) from None
+
+
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin):
-    """The global view of every tenant's suppression list."""
+    """The global view of every tenant's suppression list: by tenant, reason and date."""
 
-    list_display = ["address", "tenant", "reason", "created_at", "note"]
-    list_filter = ["reason"]
+    form = SuppressionAdminForm
+    list_display = ["tenant", "address", "reason", "created_at", "note"]
+    list_filter = ["reason", "tenant"]
+    list_select_related = ["tenant"]
     search_fields = ["address", "tenant__name"]
+    date_hierarchy = "created_at"
     raw_id_fields = ["tenant"]
-
-    def save_model(self, request, obj, form, change):
-        obj.address = obj.address.strip().lower()
-        super().save_model(request, obj, form, change)
 
 
 @admin.register(SendCounter)

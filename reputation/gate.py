@@ -30,6 +30,7 @@ from django.utils import timezone
 from domains.models import Domain, Tenant
 from reputation.models import Level, SendCounter, Standing, Suppression, WarmupCounter
 from reputation.quotas import Quotas
+from reputation.suppressions import listed_as
 from sendmsg import read_cache, sql
 
 WINDOW = timedelta(hours=1)
@@ -41,7 +42,7 @@ class Decision:
     reason: str = ""  # "account_suspended" or "rate_limited" when not allowed
     message: str = ""
     retry_after: int | None = None
-    suppressed: frozenset[str] = frozenset()  # lower-cased addresses not to send to
+    suppressed: frozenset[str] = frozenset()  # not to send to, as listed (listed_as)
 
 
 ALLOWED = Decision(True)
@@ -99,7 +100,7 @@ def may_send(
     transaction. Without recipients (SMTP's MAIL command) it answers for the sender only.
     """
     decision = _limits(tenant_id, domain, take=False)
-    lowered = sorted({address.lower() for address in recipients})
+    lowered = sorted({listed_as(address) for address in recipients})
     if not decision.allowed or not lowered:
         return decision
     suppressed = sql.fetch_all(_suppressed(len(lowered)), [tenant_id, *lowered])

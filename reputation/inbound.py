@@ -1,4 +1,9 @@
-"""The inbound MX: accepts mail only for our own VERP bounce addresses (never a relay)."""
+"""The inbound MX: accepts mail only for our own VERP bounce addresses (never a relay).
+
+Each report is stored as received, then acted on (reputation/bounce_processing.py) in
+the same transaction. The MX never sends mail: a report it cannot use is answered 250
+like any other and changes nothing, so no bounce ever goes back to a bounce.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,11 @@ from django.db import transaction
 
 from delivery.accept import normalize_line_endings
 from delivery.verp import find_recipient, is_return_path
+from reputation.bounce_processing import process_report
+from reputation.bounces import Report, ReportKind, parse_report
 from reputation.models import InboundReport
 from sendmsg.smtp import BaseHandler, in_thread
+from sendmsg.write_turn import write_turn
 
 log = logging.getLogger(__name__)
 
@@ -18,11 +26,21 @@ NO_SUCH_USER = "550 5.1.1 No such mailbox here (this host takes only bounces for
 
 
 def store_reports(*, rcpt_tos: list[str], envelope_from: str, peer: str, raw: bytes) -> int:
+    """Store the report for each recipient its return paths name, and act on it; returns
+    how many recipients it was stored for. A return path that names no single recipient
+    (a shared one whose report names none of its recipients, or several) is logged and
+    changes nothing."""
     data = normalize_line_endings(raw)
-    recipients = [r for r in (find_recipient(a, data) for a in rcpt_tos) if r is not None]
-    if len(recipients) < len(rcpt_tos):
-        log.info("inbound report from %s names no single recipient for some addresses", peer)
-    with transaction.atomic():
+    report = read_report(data, peer=peer)
+    recipients = []
+    for address in rcpt_tos:
+        recipient = find_recipient(address, data)
+        if recipient is None:
+            log.info("inbound report from %s to %r names no single recipient", peer, address)
+        else:
+            recipients.append(recipient)
+    with write_turn(), transaction.atomic():
+        results = []
         for recipient in recipients:
             InboundReport.objects.create(
                 tenant_id=recipient.tenant_id,
@@ -31,7 +49,26 @@ def store_reports(*, rcpt_tos: list[str], envelope_from: str, peer: str, raw: by
                 peer=peer[:64],
                 raw=data,
             )
+            results.append((recipient.pk, process_report(recipient=recipient, report=report)))
+    for recipient_id, result in results:  # committed: now it is true
+        log.info(
+            "inbound %s report from %s for recipient_id=%s: %s",
+            report.kind,
+            peer,
+            recipient_id,
+            result,
+        )
     return len(recipients)
+
+
+def read_report(data: bytes, *, peer: str) -> Report:
+    """The report parsed; one we fail to read is kept (stored raw) but acted on as no
+    bounce, rather than refused: a 4xx would only have the sender retry it for days."""
+    try:
+        return parse_report(data)
+    except Exception:  # noqa: BLE001 - any parser failure means "not a bounce we can use"
+        log.exception("inbound report from %s could not be read; stored, not acted on", peer)
+        return Report(ReportKind.OTHER)
 
 
 class InboundHandler(BaseHandler):

@@ -18,6 +18,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from domains.models import Tenant
+from reputation import notices
 from reputation.models import DailyStats, Level, LevelChange, Standing
 
 BAND_NAMES = {level.value: level.label.lower() for level in Level}
@@ -126,7 +127,7 @@ def evaluate(
         if standing.level != old:
             standing.since = now
             standing.reason = _reason(why, old, standing.level, target)
-            LevelChange.objects.create(
+            _record(
                 tenant_id=tenant_id,
                 domain_id=domain_id,
                 old_level=old,
@@ -138,6 +139,13 @@ def evaluate(
     if standing.level != old:
         _forget(tenant_id)
     return standing, standing.level != old
+
+
+def _record(**fields) -> LevelChange:
+    """Record a change of level and queue its webhooks, in the caller's transaction."""
+    change = LevelChange.objects.create(**fields)
+    notices.level_changed(change)
+    return change
 
 
 def _reason(why: str, old: int, new: int, target: int) -> str:
@@ -181,7 +189,7 @@ def pin(tenant: Tenant, level: int, *, reason: str, actor, domain=None) -> Stand
         standing.reason, standing.since, standing.better_since = reason[:300], now, None
         standing.updated_at = now
         standing.save()
-        LevelChange.objects.create(
+        _record(
             tenant=tenant,
             domain=domain,
             old_level=old,
@@ -208,7 +216,7 @@ def unpin(tenant: Tenant, *, reason: str, actor, domain=None) -> Standing:
         standing.level, standing.reason, standing.better_since = target, why, None
         standing.since = standing.updated_at = now
         standing.save()
-        LevelChange.objects.create(
+        _record(
             tenant=tenant,
             domain=domain,
             old_level=old,

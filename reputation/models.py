@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from delivery.models import Recipient
+from delivery.models import Event, Recipient
 from domains.models import Domain, Tenant
 
 
@@ -32,6 +32,7 @@ class InboundReport(models.Model):
 class SuppressionReason(models.TextChoices):
     MANUAL = "manual", "Added by hand"
     HARD_BOUNCE = "hard_bounce", "Hard bounce"
+    SOFT_BOUNCES = "soft_bounces", "Soft bounces, repeated"
     COMPLAINT = "complaint", "Spam complaint"
     UNSUBSCRIBE = "unsubscribe", "Unsubscribed"
 
@@ -43,6 +44,14 @@ class Suppression(models.Model):
     address = models.CharField(max_length=320, help_text="Stored in lower case.")
     reason = models.CharField(max_length=16, choices=SuppressionReason.choices)
     note = models.CharField(max_length=200, blank=True)
+    source_event = models.ForeignKey(
+        Event,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The bounce (or complaint) that added the address, if one did.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

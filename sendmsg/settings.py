@@ -166,6 +166,11 @@ SENDMSG_WEBHOOK_LOG_DAYS = env_int("SENDMSG_WEBHOOK_LOG_DAYS", 30)
 # Suppression lists (reputation/suppressions.py): rows one import may have (a CSV file or
 # a JSON list); the upload may have up to 1 KiB per row.
 SENDMSG_SUPPRESSION_IMPORT_ROWS = env_int("SENDMSG_SUPPRESSION_IMPORT_ROWS", 100_000)
+# Bounces (reputation/bounce_processing.py): a hard bounce suppresses its address at once;
+# soft bounces do when COUNT of them (the recipient bounced for good, not retried) come
+# for one address within DAYS. COUNT 0 turns that off.
+SENDMSG_SOFT_BOUNCE_SUPPRESS_COUNT = env_int("SENDMSG_SOFT_BOUNCE_SUPPRESS_COUNT", 5)
+SENDMSG_SOFT_BOUNCE_SUPPRESS_DAYS = env_int("SENDMSG_SOFT_BOUNCE_SUPPRESS_DAYS", 7)
 # Message log retention (delivery/retention.py, hourly): message bodies are removed after
 # BODY days (the headers stay), whole messages with their recipients and events after
 # METADATA days; never while a recipient is still queued, deferred, sending or held.

@@ -6,10 +6,14 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # reputation's part of the API is mounted here: delivery does not import reputation.
+    path("api/v1/suppressions/", include("reputation.api_urls")),
     path("api/v1/", include("delivery.api.urls")),
     path("credentials/", include("delivery.urls")),
     path("webhooks/", include("delivery.webhooks.urls")),
     path("messages/", include("delivery.log_urls")),
+    path("suppressions/", include("reputation.urls")),
+    path("reputation/", include("reputation.page_urls")),
     path("", include("domains.public_urls")),
     path("", include("domains.urls")),
 ]

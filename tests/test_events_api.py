@@ -369,6 +369,8 @@ def test_csv_export_holds_exactly_the_range_in_flat_columns(owner, client, histo
         "reply.enhanced",
         "reply.text",
         "reply.mx_host",
+        "reply.bounce_class",
+        "reply.reason",
     ]
     for row, event in zip(rows, expected, strict=True):
         data = EventSerializer(event).data

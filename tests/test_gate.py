@@ -100,3 +100,23 @@ def test_another_tenants_suppression_does_not_apply(platform, verified_domain, o
     )
     assert send(api_for(verified_domain.tenant), "alice@dest.test").status_code == 201
     wait_until(lambda: Recipient.objects.filter(address="alice@dest.test", state="delivered"))
+
+
+def test_a_recipient_with_a_unicode_domain_matches_its_listed_ascii_form(verified_domain):
+    """SMTP with SMTPUTF8 hands recipients over as written; the list keeps ASCII domains."""
+    from delivery.accept import Sender, accept_message
+    from delivery.models import Source
+
+    tenant = verified_domain.tenant
+    Suppression.objects.create(
+        tenant=tenant, address="alice@xn--bcher-kva.example", reason=SuppressionReason.MANUAL
+    )
+    accept_message(
+        sender=Sender(tenant_id=tenant.pk),
+        mail_from="news@acme.test",
+        recipients=["Alice@Bücher.example", "bob@bücher.example"],
+        raw=b"From: news@acme.test\r\nSubject: s\r\n\r\nx\r\n",
+        source=Source.SMTP,
+    )
+    states = dict(Recipient.objects.values_list("address", "state"))
+    assert states == {"Alice@Bücher.example": "suppressed", "bob@bücher.example": "queued"}

@@ -369,3 +369,70 @@ def test_the_queue_of_a_suspended_sender_is_held_until_it_is_lifted(
     assert tasks.deliver([second.pk]) == 0
     Tenant.objects.filter(pk=tenant.pk).update(suspended=False)
     assert tasks.deliver([second.pk]) == 1
+
+
+def test_a_level_change_is_sent_to_the_webhooks_that_chose_it(
+    verified_domain, django_user_model, settings
+):
+    import json
+
+    from delivery.webhooks import tasks as webhook_tasks
+    from delivery.webhooks.endpoints import create_endpoint
+    from tests.peers.http_receiver import HttpReceiver
+    from tests.test_webhooks import readme_verify
+
+    settings.SENDMSG_WEBHOOK_ALLOW_PRIVATE = True
+    tenant = verified_domain.tenant
+    operator = django_user_model.objects.create_user("op", "op@platform.test", "x" * 20)
+    with HttpReceiver("127.0.0.5") as receiver:
+        _, secret = create_endpoint(
+            tenant=tenant, url=receiver.url("/level"), event_types=["reputation.level_changed"]
+        )
+        create_endpoint(tenant=tenant, url=receiver.url("/other"), event_types=["delivered"])
+        record(verified_domain, delivered=90, bounced=10)  # 10% of 100: suspended
+        update_reputation()
+        pin(tenant, Level.RESTRICTED, reason="reviewed by the abuse desk", actor=operator)
+        webhook_tasks.dispatch()
+        requests = [request for request in receiver.requests if request.path == "/level"]
+        others = [request for request in receiver.requests if request.path == "/other"]
+        assert len(requests) == 3  # tenant and domain by the rates, then the pin
+        assert all(
+            readme_verify()(secret, request.headers["sendmsg-signature"], request.body)
+            for request in requests
+        )
+    assert {request.headers["sendmsg-event-type"] for request in requests} == {
+        "reputation.level_changed"
+    }
+    assert {request.headers["sendmsg-event-type"] for request in others} == {"delivered"}
+    bodies = [json.loads(request.body) for request in requests]
+    by_domain = {body["domain"]: body for body in bodies if body["by"] == "rates"}
+    assert by_domain["acme.test"]["new_level"] == by_domain[None]["new_level"] == 5
+    assert by_domain[None]["level"] == "suspended" and "10.00%" in by_domain[None]["reason"]
+    (pinned,) = [body for body in bodies if body["by"] == "operator"]
+    assert (pinned["old_level"], pinned["new_level"], pinned["pinned"]) == (5, 4, True)
+    assert "abuse desk" in pinned["reason"]
+
+
+def test_the_relays_own_bounces_are_counted_by_class_and_hard_ones_suppress(verified_domain, mx):
+    from delivery.accept import Sender, accept_message
+    from delivery.relay import deliver_message
+    from reputation.models import Suppression, SuppressionReason
+
+    mx.reply_rcpt("nobody@dest.test", "550 5.1.1 No such user")
+    mx.reply_rcpt("filtered@dest.test", "554 5.7.1 Message rejected as spam")
+    message = accept_message(
+        sender=Sender(tenant_id=verified_domain.tenant_id),
+        mail_from="news@acme.test",
+        recipients=["alice@dest.test", "nobody@dest.test", "filtered@dest.test"],
+        raw=b"From: news@acme.test\r\nSubject: s\r\n\r\nx\r\n",
+        source=Source.API,
+    )
+    assert deliver_message(message.pk) == 3
+    update_reputation()
+    update_reputation()  # once only
+    stats = DailyStats.objects.get(domain=verified_domain)
+    counted = (stats.accepted, stats.delivered, stats.hard_bounced, stats.soft_bounced)
+    assert counted == (3, 1, 1, 1)
+    (entry,) = Suppression.objects.filter(tenant=verified_domain.tenant)
+    assert (entry.address, entry.reason) == ("nobody@dest.test", SuppressionReason.HARD_BOUNCE)
+    assert entry.source_event.recipient.address == "nobody@dest.test"

@@ -29,6 +29,7 @@ from delivery.models import (
 from delivery.webhooks.endpoints import create_endpoint
 from domains.models import Domain, DomainStatus, Tenant
 from domains.tenancy import add_domain
+from reputation.models import Suppression, SuppressionReason
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db
@@ -633,6 +634,10 @@ def test_outsider_gets_404_on_every_api_endpoint_that_takes_an_id(
         "api-key": api_key.pk,
         "webhook": webhook.pk,
     }
+    suppression = Suppression.objects.create(
+        tenant=owner[0], address="kept@dest.test", reason=SuppressionReason.COMPLAINT
+    )
+    ids["suppression"] = suppression.address  # suppressions are addressed by address
     intruder = api(create_api_key(tenant=outsider[0])[1])
     routes = [(route, name) for route, name in _detail_routes() if "format>" not in route]
     assert len(routes) >= 15
@@ -660,6 +665,7 @@ def test_outsider_gets_404_on_every_api_endpoint_that_takes_an_id(
     assert not Recipient.objects.filter(message__queue_id=sent["id"]).exclude(
         state=RecipientState.QUEUED
     )  # not cancelled
+    assert Suppression.objects.filter(pk=suppression.pk, tenant=owner[0]).exists()
 
 
 # -- schema -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from delivery.models import Event
+from reputation.bounce_patterns import BounceReason
 
 EVENT_RELATED = ("message__domain", "recipient")
 
@@ -35,6 +36,15 @@ class EventReplySerializer(serializers.Serializer):
     enhanced = serializers.CharField(help_text="Enhanced status code (RFC 3463), if any.")
     text = serializers.CharField()
     mx_host = serializers.CharField(help_text="The MX host that answered, if any.")
+    bounce_class = serializers.CharField(
+        help_text="A failure's class: `hard` (the address takes no mail; it is suppressed) "
+        "or `soft`; empty for a success."
+    )
+    reason = serializers.CharField(
+        help_text="Why a failure failed, one of "
+        + ", ".join(f"`{value}`" for value in BounceReason.values)
+        + "; empty for a success."
+    )
 
 
 class EventSerializer(serializers.ModelSerializer):
@@ -50,6 +60,6 @@ class EventSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(EventReplySerializer(allow_null=True))
     def get_reply(self, event: Event) -> dict | None:
-        if event.code is None and not event.text:
+        if event.code is None and not event.text and not event.reason:
             return None
         return EventReplySerializer(event).data

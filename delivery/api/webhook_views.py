@@ -12,7 +12,12 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from delivery.api.views import TenantScoped
-from delivery.models import EventType, WebhookAttempt, WebhookDeliveryState, WebhookEndpoint
+from delivery.models import (
+    WEBHOOK_EVENT_CHOICES,
+    WebhookAttempt,
+    WebhookDeliveryState,
+    WebhookEndpoint,
+)
 from delivery.webhooks import endpoints
 from delivery.webhooks.endpoints import WebhookError
 
@@ -23,7 +28,7 @@ class WebhookEndpointSerializer(serializers.ModelSerializer):
         help_text="http:// or https:// URL on a public address; events are POSTed to it.",
     )
     event_types = serializers.ListField(
-        child=serializers.ChoiceField(choices=EventType.choices),
+        child=serializers.ChoiceField(choices=WEBHOOK_EVENT_CHOICES),
         allow_empty=False,
         help_text="The event types to send; at least one.",
     )
@@ -71,7 +76,10 @@ class RotateSecretSerializer(serializers.Serializer):
 class WebhookAttemptSerializer(serializers.ModelSerializer):
     delivery_id = serializers.IntegerField(read_only=True)
     event_id = serializers.IntegerField(
-        source="delivery.event_id", read_only=True, allow_null=True, help_text="Null: a test."
+        source="delivery.event_id",
+        read_only=True,
+        allow_null=True,
+        help_text="Null: a test, or a notice that is not a message event (see event_type).",
     )
     event_type = serializers.SerializerMethodField()
     delivery_state = serializers.ChoiceField(
@@ -102,7 +110,7 @@ class WebhookAttemptSerializer(serializers.ModelSerializer):
 
     def get_event_type(self, attempt: WebhookAttempt) -> str:
         event = attempt.delivery.event
-        return event.type if event is not None else "test"
+        return event.type if event is not None else attempt.delivery.kind or "test"
 
     def get_next_attempt_at(self, attempt: WebhookAttempt) -> str | None:
         delivery = attempt.delivery

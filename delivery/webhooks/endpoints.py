@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from delivery.models import EventType, WebhookAttempt, WebhookEndpoint
+from delivery.models import WEBHOOK_EVENT_TYPES, WebhookAttempt, WebhookEndpoint
 from delivery.webhooks import sender, signing
 from delivery.webhooks.outbox import latest_event_id
 from delivery.webhooks.targets import TargetError, check_url
@@ -31,12 +31,12 @@ class WebhookError(ValueError):
 def clean_event_types(event_types: Iterable[str]) -> list[str]:
     """The chosen types, known and in the vocabulary's order; at least one."""
     chosen = set(event_types)
-    unknown = sorted(chosen - set(EventType.values))
+    unknown = sorted(chosen - set(WEBHOOK_EVENT_TYPES))
     if unknown:
         raise WebhookError(f"Unknown event type: {', '.join(unknown)}.", field="event_types")
     if not chosen:
         raise WebhookError("Choose at least one event type.", field="event_types")
-    return [t for t in EventType.values if t in chosen]
+    return [t for t in WEBHOOK_EVENT_TYPES if t in chosen]
 
 
 def clean_url(url: str) -> str:

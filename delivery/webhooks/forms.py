@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django import forms
 
-from delivery.models import EventType
+from delivery.models import WEBHOOK_EVENT_CHOICES
 from delivery.webhooks.endpoints import DEFAULT_KEEP_PREVIOUS_HOURS
 
 
@@ -24,7 +24,7 @@ class WebhookEndpointForm(forms.Form):
     )
     event_types = forms.MultipleChoiceField(
         label="Event types",
-        choices=EventType.choices,
+        choices=WEBHOOK_EVENT_CHOICES,
         widget=forms.CheckboxSelectMultiple,
         help_text="Only events of these types are sent.",
         error_messages={"required": "Choose at least one event type."},

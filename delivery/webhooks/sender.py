@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.utils.encoders import JSONEncoder
@@ -123,12 +124,18 @@ def prepare(deliveries: list[WebhookDelivery], *, now: datetime) -> list[Outgoin
         event = events.get(delivery.event_id) if delivery.event_id is not None else None
         if delivery.event_id is not None and event is None:
             error = "The event was deleted meanwhile."  # and its delivery with it: not sent
+        if event is not None:
+            body, event_type = bodies[event.pk], event.type
+        elif delivery.kind:
+            body, event_type = _json(delivery.body), delivery.kind
+        else:
+            body, event_type = test_body(now), TEST_EVENT_TYPE
         outgoing.append(
             Outgoing(
                 delivery=delivery,
                 url=endpoint.url,
-                body=bodies[event.pk] if event is not None else test_body(now),
-                event_type=event.type if event is not None else TEST_EVENT_TYPE,
+                body=body,
+                event_type=event_type,
                 secrets=found if isinstance(found, list) else [],
                 error=error,
             )
@@ -146,7 +153,7 @@ def give_up_at(delivery: WebhookDelivery) -> datetime:
 def retry_at(delivery: WebhookDelivery, *, now: datetime) -> datetime | None:
     """When to try again after a failed attempt, or None: failed for good. A test ping
     is not retried."""
-    if delivery.event_id is None:
+    if delivery.event_id is None and not delivery.kind:
         return None
     end = give_up_at(delivery)
     if now >= end:
@@ -203,7 +210,9 @@ def send_due(*, seconds: float | None = None, failing: set[int] | None = None) -
     attempts = 0
     while time.monotonic() < deadline:
         token, claimed = (
-            WebhookDelivery.objects.filter(endpoint__active=True, event__isnull=False)
+            # Events and notices; a test ping is sent at once, by whoever asked for it.
+            WebhookDelivery.objects.filter(endpoint__active=True)
+            .filter(Q(event__isnull=False) | ~Q(kind=""))
             .exclude(endpoint_id__in=failing)
             .claim(limit=CLAIM_BATCH, lease_seconds=lease_seconds)
         )

@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_http_methods
 
-from delivery.models import EventType, WebhookEndpoint
+from delivery.models import WEBHOOK_EVENT_CHOICES, WEBHOOK_EVENT_TYPES, WebhookEndpoint
 from delivery.webhooks import endpoints
 from delivery.webhooks.endpoints import DEFAULT_KEEP_PREVIOUS_HOURS, WebhookError
 from delivery.webhooks.forms import RotateSecretForm, WebhookEndpointForm
@@ -78,7 +78,7 @@ def endpoint_list(request: HttpRequest) -> HttpResponse:
     """GET lists the endpoints and recent attempts; POST registers a new endpoint."""
     tenant = current_tenant(request)
     if request.method != "POST":
-        form = WebhookEndpointForm(initial={"event_types": EventType.values, "active": True})
+        form = WebhookEndpointForm(initial={"event_types": WEBHOOK_EVENT_TYPES, "active": True})
         return list_page(request, tenant, form=form)
     if tenant is None:
         raise Http404("No tenant")
@@ -160,7 +160,7 @@ def detail_page(
         "keep_hours": DEFAULT_KEEP_PREVIOUS_HOURS,
         "new_secret": new_secret,
         "attempts": endpoints.recent_attempts(endpoint)[:RECENT_ATTEMPTS],
-        "type_labels": dict(EventType.choices),
+        "type_labels": dict(WEBHOOK_EVENT_CHOICES),
     }
     response = render(request, "dashboard/webhook.html", context, status=status)
     if new_secret is not None:
