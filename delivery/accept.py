@@ -19,7 +19,17 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
-from delivery.models import Event, EventType, Message, Recipient, RecipientState, Source
+from delivery import unsubscribe as list_unsubscribe
+from delivery.keyed_hash import keyed_hash
+from delivery.models import (
+    Event,
+    EventType,
+    Message,
+    Recipient,
+    RecipientState,
+    Source,
+    new_queue_id,
+)
 from delivery.wake import wake_delivery
 from domains.models import Domain, DomainStatus
 from domains.names import InvalidDomain, domain_of
@@ -171,10 +181,30 @@ def parse_headers(data: bytes):
     return BytesHeaderParser(policy=compat32).parsebytes(data if end < 0 else data[: end + 4])
 
 
-def _complete_headers(data: bytes, headers, domain: Domain) -> tuple[bytes, str]:
-    """Add Date and Message-ID when the sender left them out; the data and its
-    Message-ID."""
-    added = b""
+REF_HEADER = "Sendmsg-Ref"
+# A Sendmsg-Ref field (with its folded lines) in a header section, to be dropped.
+_CLIENT_REF = re.compile(
+    rb"^Sendmsg-Ref[ \t]*:.*\r\n(?:[ \t].*\r\n)*", re.IGNORECASE | re.MULTILINE
+)
+
+
+def tracking_ref(*, tenant_id: int, queue_id: str) -> str:
+    """The value of the signed tracking header: ``<queue id>.<HMAC of tenant and queue
+    id>``, which a complaint's copy of the message maps back to it by
+    (reputation/complaints.py). 96 bits of MAC, under settings.HASH_KEY."""
+    mac = keyed_hash(f"{tenant_id}:{queue_id}", purpose="tracking ref")[:24]
+    return f"{queue_id}.{mac}"
+
+
+def _complete_headers(data: bytes, headers, domain: Domain, *, queue_id: str) -> tuple[bytes, str]:
+    """Add Date and Message-ID when the sender left them out, and our signed tracking
+    header (REF_HEADER) in place of any the sender wrote; the data and its Message-ID."""
+    if headers.get(REF_HEADER) is not None:  # never trust a client's
+        end = data.find(b"\r\n\r\n")
+        end = len(data) if end < 0 else end + 2
+        data = _CLIENT_REF.sub(b"", data[:end]) + data[end:]
+    ref = tracking_ref(tenant_id=domain.tenant_id, queue_id=queue_id)
+    added = f"{REF_HEADER}: {ref}\r\n".encode()
     if headers.get("Date") is None:
         added += f"Date: {formatdate(localtime=False, usegmt=True)}\r\n".encode()
     message_id = headers.get("Message-ID")
@@ -193,11 +223,14 @@ def accept_message(
     source: Source,
     tags: list[str] | None = None,
     metadata: dict | None = None,
+    unsubscribe: bool | None = None,
 ) -> Message:
     """Store a message for delivery to ``recipients``; raise AcceptError to refuse it whole.
 
     Suppressed recipients are stored too, in their final state ``suppressed`` with an
-    event, and are never sent to; the others are accepted as usual.
+    event, and are never sent to; the others are accepted as usual. ``unsubscribe`` asks
+    for one-click unsubscribe headers (delivery/unsubscribe.py); None leaves it to the
+    message's Sendmsg-Unsubscribe header (removed here), else to the tenant's default.
     """
     if len(raw) > settings.SENDMSG_MESSAGE_SIZE_LIMIT:
         raise AcceptError(552, "5.3.4", "Message too big for this platform")
@@ -210,11 +243,16 @@ def accept_message(
     rcpt_domains = [check_recipient(address) for address in recipients]
 
     data = normalize_line_endings(raw)
+    try:
+        data, header_opt_in = list_unsubscribe.take_opt_in(data)
+    except list_unsubscribe.OptInError as exc:
+        raise AcceptError(550, "5.6.0", str(exc)) from None
     headers = parse_headers(data)
     from_addresses = [addr for _, addr in getaddresses(headers.get_all("From", [])) if addr]
     if len(from_addresses) != 1:
         raise AcceptError(550, "5.6.0", "The message needs exactly one From: address")
-    data, message_id = _complete_headers(data, headers, domain)
+    queue_id = new_queue_id()
+    data, message_id = _complete_headers(data, headers, domain, queue_id=queue_id)
     try:
         check_sender_domain(sender, from_addresses[0], what="From:")
     except AcceptError as exc:
@@ -224,6 +262,7 @@ def accept_message(
     message = Message(
         tenant_id=sender.tenant_id,
         domain=domain,
+        queue_id=queue_id,
         source=source,
         mail_from=mail_from,
         header_from=from_addresses[0],
@@ -233,6 +272,9 @@ def accept_message(
         size=len(data),
         tags=tags or [],
         metadata=metadata or {},
+        unsubscribe=list_unsubscribe.wanted(
+            tenant_id=sender.tenant_id, asked=unsubscribe, header=header_opt_in
+        ),
     )
     rows = [
         Recipient(

@@ -38,6 +38,7 @@ SIGNED = (
     "references",
     "list-unsubscribe",
     "list-unsubscribe-post",
+    "sendmsg-ref",  # our tracking header (delivery/accept.py), which complaints map by
 )
 # ... and those signed once more than they occur, so nobody can add one later (§8.15).
 OVERSIGNED = (
@@ -48,6 +49,7 @@ OVERSIGNED = (
     "message-id",
     "list-unsubscribe",
     "list-unsubscribe-post",
+    "sendmsg-ref",
 )
 
 

@@ -72,6 +72,10 @@ class Message(models.Model):
     size = models.PositiveIntegerField()
     tags = models.JSONField(default=list, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    unsubscribe = models.BooleanField(
+        default=False,
+        help_text="Each recipient gets one-click unsubscribe headers (delivery/unsubscribe.py).",
+    )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     body_removed_at = models.DateTimeField(
         null=True,
@@ -119,14 +123,22 @@ WAITING_STATES = {RecipientState.QUEUED, RecipientState.DEFERRED}
 
 
 class RecipientQuerySet(models.QuerySet):
-    def due(self, now=None) -> RecipientQuerySet:
+    def due(self, now=None, *, held: Held | None = None) -> RecipientQuerySet:
         """Waiting recipients whose time has come, and claimed ones whose lease ran out;
-        never those of a sender whose queue is held (see ``held``)."""
+        never those of a sender whose queue is held (``held``, read now if not given)."""
         now = now or timezone.now()
-        return self.filter(
+        due = self.filter(
             models.Q(state__in=WAITING_STATES, next_attempt_at__lte=now)
             | models.Q(state=RecipientState.SENDING, lease_until__lt=now)
-        ).exclude(held())
+        )
+        held = held_senders() if held is None else held
+        if held.tenant_ids:
+            due = due.exclude(tenant_id__in=held.tenant_ids)
+        if held.domain_ids:
+            due = due.exclude(
+                message_id__in=Message.objects.filter(domain_id__in=held.domain_ids).values("pk")
+            )
+        return due
 
     def claim(self, *, lease_seconds: int) -> tuple[str, list[Recipient]]:
         """Lease the due recipients in this queryset to the caller.
@@ -139,9 +151,13 @@ class RecipientQuerySet(models.QuerySet):
         """
         now = timezone.now()
         token = uuid.uuid4().hex
+        # Read before the transaction: the claim's own statement then names the recipient
+        # table alone (and the message table only while a domain is held), so it takes no
+        # lock on another table while it waits for its rows.
+        held = held_senders()
         with write_turn(), transaction.atomic():
-            picked = self.due(now).select_for_update(skip_locked=True).values("pk")
-            Recipient.objects.filter(pk__in=picked).due(now).update(
+            picked = self.due(now, held=held).select_for_update(skip_locked=True).values("pk")
+            Recipient.objects.filter(pk__in=picked).due(now, held=held).update(
                 state=RecipientState.SENDING,
                 lease_token=token,
                 lease_until=now + timedelta(seconds=lease_seconds),
@@ -151,23 +167,28 @@ class RecipientQuerySet(models.QuerySet):
         return token, claimed
 
 
-def held() -> models.Q:
-    """Recipients whose sender's queue is held: a tenant suspended by an operator or at
-    reputation level 5, or a sending domain at level 5 (DESIGN.md). They wait, untouched,
-    until the level or the suspension is lifted (then their retry times apply as usual).
-    Subqueries, not joins: a claim locks recipient rows only."""
+@dataclass(frozen=True)
+class Held:
+    """Senders whose queue is held: tenants suspended by an operator or at reputation
+    level 5, and sending domains at level 5 (DESIGN.md). Their recipients wait, untouched,
+    until the level or the suspension is lifted (then their retry times apply as usual)."""
+
+    tenant_ids: tuple[int, ...] = ()
+    domain_ids: tuple[int, ...] = ()
+
+
+def held_senders() -> Held:
     from reputation.models import Level, Standing
 
-    suspended = Standing.objects.filter(level=Level.SUSPENDED)
-    return (
-        models.Q(tenant_id__in=Tenant.objects.filter(suspended=True).values("pk"))
-        | models.Q(tenant_id__in=suspended.filter(domain__isnull=True).values("tenant_id"))
-        | models.Q(
-            message_id__in=Message.objects.filter(
-                domain_id__in=suspended.filter(domain__isnull=False).values("domain_id")
-            ).values("pk")
-        )
-    )
+    tenants = set(Tenant.objects.filter(suspended=True).values_list("pk", flat=True))
+    domains = set()
+    levels = Standing.objects.filter(level=Level.SUSPENDED).values_list("tenant_id", "domain_id")
+    for tenant_id, domain_id in levels:
+        if domain_id is None:
+            tenants.add(tenant_id)
+        else:
+            domains.add(domain_id)
+    return Held(tuple(sorted(tenants)), tuple(sorted(domains)))
 
 
 class Recipient(models.Model):
@@ -332,6 +353,7 @@ class EventType(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled before it was sent"
     COMPLAINED = "complained", "Complained: the recipient reported it as spam"
     INBOUND_REPORT = "inbound_report", "A bounce or complaint report arrived"
+    UNSUBSCRIBED = "unsubscribed", "Unsubscribed: the recipient used the unsubscribe link"
 
 
 class Event(models.Model):

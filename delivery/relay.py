@@ -14,11 +14,12 @@ import logging
 import smtplib
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.utils import timezone
 
-from delivery import dkim_sign
+from delivery import dkim_sign, unsubscribe
 from delivery.models import Message, Recipient
 from delivery.mx import MxError
 from delivery.outbound import Connection, ConnectionCache, kept_connections
@@ -88,14 +89,10 @@ def deliver_messages(
                 recipient.message = message
             if message.domain_id not in keys:
                 keys[message.domain_id] = message.domain.signing_keys()
-            signed = sign_message(message, keys[message.domain_id])
-            by_domain: dict[str, list[Recipient]] = defaultdict(list)
-            for recipient in recipients:
-                by_domain[recipient.domain].append(recipient)
-            for domain, group in by_domain.items():
+            for domain, group, data in transactions(message, recipients, keys[message.domain_id]):
                 deliver_domain(
                     message=message,
-                    data=signed,
+                    data=data,
                     domain=domain,
                     recipients=group,
                     connections=connections,
@@ -104,6 +101,25 @@ def deliver_messages(
                 )
             attempted += len(recipients)
     return attempted, []
+
+
+def transactions(
+    message: Message, recipients: list[Recipient], keys: list
+) -> Iterator[tuple[str, list[Recipient], bytes]]:
+    """(destination domain, recipients, signed data) of each transaction of a message:
+    one per domain sharing one signed copy; or, when the message has one-click
+    unsubscribe, one per recipient, each with its own headers signed (RFC 8058 §3)."""
+    if message.unsubscribe:
+        for recipient in recipients:
+            data = unsubscribe.personalize(message, recipient)
+            yield recipient.domain, [recipient], dkim_sign.sign(data, keys=keys) if keys else data
+        return
+    signed = sign_message(message, keys)
+    by_domain: dict[str, list[Recipient]] = defaultdict(list)
+    for recipient in recipients:
+        by_domain[recipient.domain].append(recipient)
+    for domain, group in by_domain.items():
+        yield domain, group, signed
 
 
 def sign_message(message: Message, keys: list | None = None) -> bytes:

@@ -16,8 +16,8 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["name", "suspended", "created_at"]
-    list_filter = ["suspended"]
+    list_display = ["name", "suspended", "list_unsubscribe", "created_at"]
+    list_filter = ["suspended", "list_unsubscribe"]
     search_fields = ["name"]
     inlines = [MembershipInline]
 

@@ -23,6 +23,13 @@ class Tenant(models.Model):
         blank=True,
         help_text="Messages per hour this tenant may send; empty means the platform default.",
     )
+    list_unsubscribe = models.BooleanField(
+        default=False,
+        help_text=(
+            "Add one-click unsubscribe headers (RFC 8058) to every message unless a message "
+            "says otherwise (the API's unsubscribe field, the Sendmsg-Unsubscribe header)."
+        ),
+    )
 
     class Meta:
         ordering = ["name"]

@@ -35,7 +35,8 @@ WHAT_TO_DO: dict[int, str] = {
         "ask for consent again before mailing the rest."
     ),
     Level.SUSPENDED: (
-        "Sending is suspended: new mail is refused (SMTP 550 5.7.1, API 403). Find the "
+        "Sending is suspended: new mail is refused (SMTP 550 5.7.1, API 403) and mail "
+        "already queued is held until the suspension is lifted. Find the "
         "source of the bounces or complaints listed below and clean that list, then contact "
         "the operator of this platform to review your account and lift the suspension."
     ),
@@ -49,7 +50,7 @@ ENTRY: dict[int, str] = {
 def effect(level: int) -> str:
     """What the level does to new mail, from the rate factors the gate applies."""
     if level >= Level.SUSPENDED:
-        return "New mail is refused."
+        return "New mail is refused; queued mail is held."
     factor = settings.SENDMSG_LEVEL_RATE_FACTORS[level - 1]
     if factor >= 1:
         return "Full plan rate."

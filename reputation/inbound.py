@@ -1,8 +1,11 @@
-"""The inbound MX: accepts mail only for our own VERP bounce addresses (never a relay).
+"""The inbound MX: accepts mail only for our own VERP bounce addresses and the platform's
+complaint address, SENDMSG_COMPLAINT_ADDRESS (never a relay).
 
-Each report is stored as received, then acted on (reputation/bounce_processing.py) in
-the same transaction. The MX never sends mail: a report it cannot use is answered 250
-like any other and changes nothing, so no bounce ever goes back to a bounce.
+An ARF complaint (RFC 5965), to either, goes to reputation/complaints.py; any other report
+to a VERP address is taken as a bounce. Each report is stored as received, then acted on
+(reputation/bounce_processing.py) in the same transaction. The MX never sends mail: a
+report it cannot use is answered 250 like any other and changes nothing, so no bounce ever
+goes back to a bounce.
 """
 
 from __future__ import annotations
@@ -16,21 +19,34 @@ from delivery.accept import normalize_line_endings
 from delivery.verp import find_recipient, is_return_path
 from reputation.bounce_processing import process_report
 from reputation.bounces import Report, ReportKind, parse_report
+from reputation.complaints import is_complaint_address, read_complaint, store_complaint
 from reputation.models import InboundReport
 from sendmsg.smtp import BaseHandler, in_thread
 from sendmsg.write_turn import write_turn
 
 log = logging.getLogger(__name__)
 
-NO_SUCH_USER = "550 5.1.1 No such mailbox here (this host takes only bounces for its own mail)"
+NO_SUCH_USER = (
+    "550 5.1.1 No such mailbox here (this host takes only bounces and complaints for its own mail)"
+)
 
 
 def store_reports(*, rcpt_tos: list[str], envelope_from: str, peer: str, raw: bytes) -> int:
     """Store the report for each recipient its return paths name, and act on it; returns
     how many recipients it was stored for. A return path that names no single recipient
     (a shared one whose report names none of its recipients, or several) is logged and
-    changes nothing."""
+    changes nothing. An ARF complaint is stored and acted on by
+    reputation/complaints.py instead, whichever of our addresses it came to."""
     data = normalize_line_endings(raw)
+    complaint = read_complaint(data, peer=peer)
+    if complaint is not None:  # ARF, to the complaint address or a return path
+        return store_complaint(
+            complaint=complaint,
+            rcpt_tos=rcpt_tos,
+            envelope_from=envelope_from,
+            peer=peer,
+            data=data,
+        )
     report = read_report(data, peer=peer)
     recipients = []
     for address in rcpt_tos:
@@ -75,7 +91,7 @@ class InboundHandler(BaseHandler):
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if not await in_thread(is_return_path)(address):
+        if not is_complaint_address(address) and not await in_thread(is_return_path)(address):
             log.info("inbound refused rcpt=%r peer=%s", address[:320], session.peer[0])
             return NO_SUCH_USER
         envelope.rcpt_tos.append(address)

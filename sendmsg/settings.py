@@ -30,8 +30,16 @@ HASH_KEY = env_secret("SENDMSG_HASH_KEY", data_dir=DATA_DIR, filename="hash_key"
 SENDMSG_HOSTNAME = env_str("SENDMSG_HOSTNAME", "sendmsg.localhost")
 SENDMSG_RETURN_PATH_DOMAIN = env_str("SENDMSG_RETURN_PATH_DOMAIN", f"rp.{SENDMSG_HOSTNAME}")
 SENDMSG_SPF_INCLUDE = env_str("SENDMSG_SPF_INCLUDE", f"spf.{SENDMSG_RETURN_PATH_DOMAIN}")
+# Where feedback loops (ARF spam complaints, RFC 5965) are registered to send; the inbound
+# MX accepts it besides the VERP return paths (reputation/complaints.py).
+SENDMSG_COMPLAINT_ADDRESS = env_str(
+    "SENDMSG_COMPLAINT_ADDRESS", f"fbl@{SENDMSG_RETURN_PATH_DOMAIN}"
+)
 # Label of each tenant domain's return-path host: rp.example.com CNAME <return-path domain>.
 SENDMSG_RETURN_PATH_LABEL = env_str("SENDMSG_RETURN_PATH_LABEL", "rp")
+# Where the web process is reached from outside (scheme and host, no path): one-click
+# unsubscribe links (delivery/unsubscribe.py) point at <this>/u/<token>.
+SENDMSG_PUBLIC_URL = env_str("SENDMSG_PUBLIC_URL", f"https://{SENDMSG_HOSTNAME}")
 
 ALLOWED_HOSTS = env_list("SENDMSG_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("SENDMSG_CSRF_TRUSTED_ORIGINS", [])

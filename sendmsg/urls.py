@@ -14,6 +14,7 @@ urlpatterns = [
     path("messages/", include("delivery.log_urls")),
     path("suppressions/", include("reputation.urls")),
     path("reputation/", include("reputation.page_urls")),
+    path("u/", include("reputation.unsubscribe_urls")),  # one-click unsubscribe (RFC 8058)
     path("", include("domains.public_urls")),
     path("", include("domains.urls")),
 ]

@@ -334,12 +334,20 @@ def test_detail_has_recipients_attempts_timeline_and_headers_but_no_body(owner, 
 
     headers = body["headers"]
     assert headers["truncated"] is False
-    # The section as stored (accept added Date and Message-ID on top), nothing after it.
+    # The section as stored (accept added its tracking header, Date and Message-ID on
+    # top), nothing after it.
     stored = bytes(Message.objects.get(pk=receipt.pk).raw)
     assert headers["raw"] == stored[: stored.index(b"\r\n\r\n")].decode()
     assert headers["raw"].endswith("\r\nSubject: Your receipt")
-    assert [f["name"] for f in headers["parsed"]] == ["Date", "Message-ID", "From", "To", "Subject"]
-    assert headers["parsed"][3] == {"name": "To", "value": "Bob@Dest.test, carol@other.test"}
+    assert [f["name"] for f in headers["parsed"]] == [
+        "Sendmsg-Ref",
+        "Date",
+        "Message-ID",
+        "From",
+        "To",
+        "Subject",
+    ]
+    assert headers["parsed"][4] == {"name": "To", "value": "Bob@Dest.test, carol@other.test"}
 
 
 def test_neither_list_nor_detail_reads_message_bodies(owner, log, django_assert_max_num_queries):

@@ -249,7 +249,8 @@ def test_a_new_tenant_sees_the_five_levels_and_their_limits_explained(owner):
         "Half the plan rate."
     )
     assert levels["5"] == (
-        "5 · Suspended Above level 4's limits, or set by an operator. New mail is refused."
+        "5 · Suspended Above level 4's limits, or set by an operator. "
+        "New mail is refused; queued mail is held."
     )
     for part in ('id="level"', 'id="rates"', 'id="chart"', 'id="events"'):
         assert part not in markup

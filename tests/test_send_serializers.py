@@ -260,6 +260,7 @@ def test_send_validated_data():
         ],
         "tags": ["t"],
         "metadata": {"n": 1, "ok": True},
+        "unsubscribe": None,  # not given: the header's or the tenant's choice
     }
     assert list(serializer.validated_data)[0] == "from"
 

@@ -226,6 +226,20 @@ class PrototypeSerializer(serializers.Serializer):
         return {name: _copy_field(field) for name, field in prototypes.items()}
 
 
+def unsubscribe_field() -> serializers.BooleanField:
+    return serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=(
+            "Add one-click unsubscribe (RFC 8058): each recipient gets its own "
+            "List-Unsubscribe and List-Unsubscribe-Post headers, and %unsubscribe_url% in "
+            "the text and HTML becomes its unsubscribe link. Omitted or null: the "
+            "account's default."
+        ),
+    )
+
+
 def tags_field() -> serializers.ListField:
     return serializers.ListField(
         child=HeaderTextField(min_length=1, max_length=128),
@@ -291,6 +305,7 @@ class SendSerializer(PrototypeSerializer):
     attachments = AttachmentSerializer(many=True, required=False, default=list)
     tags = tags_field()
     metadata = MetadataField(required=False, default=dict)
+    unsubscribe = unsubscribe_field()
 
     def get_fields(self) -> dict[str, serializers.Field]:
         return {
@@ -317,6 +332,7 @@ class RawSendSerializer(PrototypeSerializer):
     data = Base64Field(allow_blank=True, help_text="The message (RFC 5322), base64-encoded.")
     tags = tags_field()
     metadata = MetadataField(required=False, default=dict)
+    unsubscribe = unsubscribe_field()
 
     def validate(self, attrs: dict) -> dict:
         attrs["rcpt_to"] = mime.envelope_recipients(attrs["rcpt_to"])

@@ -60,6 +60,7 @@ class Prepared:
     raw: bytes
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    unsubscribe: bool | None = None  # None: the message's header, else the tenant's default
 
 
 def prepare_json(data: Any) -> Prepared:
@@ -93,6 +94,7 @@ def prepare_json(data: Any) -> Prepared:
         raw=raw,
         tags=fields["tags"],
         metadata=fields["metadata"],
+        unsubscribe=fields["unsubscribe"],
     )
 
 
@@ -109,6 +111,7 @@ def prepare_raw(data: Any) -> Prepared:
         raw=fields["data"],
         tags=fields["tags"],
         metadata=fields["metadata"],
+        unsubscribe=fields["unsubscribe"],
     )
 
 
@@ -132,6 +135,7 @@ def accept(prepared: Prepared, *, sender: Sender) -> Message:
             source=Source.API,
             tags=prepared.tags,
             metadata=prepared.metadata,
+            unsubscribe=prepared.unsubscribe,
         )
     except AcceptError as exc:
         raise from_accept_error(exc) from None
