@@ -180,6 +180,28 @@ def record_reported_delay(*, recipient: Recipient, diagnostic: ReportedReply) ->
     return _reported_event(recipient, EventType.DEFERRED, diagnostic, timezone.now())
 
 
+def record_once(
+    recipient: Recipient, type: EventType, *, text: str = "", reason: str = ""
+) -> tuple[Event, bool]:
+    """The recipient's event of ``type``, recorded now if it has none, and whether it is
+    new: a complaint or an unsubscribe counts once per recipient, however many reports
+    or clicks come. Call in a transaction: the recipient's row is locked on PostgreSQL
+    (SQLite's writers take turns), so two at once record one."""
+    Recipient.objects.select_for_update().filter(pk=recipient.pk).values_list("pk").first()
+    existing = Event.objects.filter(recipient_id=recipient.pk, type=type).first()
+    if existing is not None:
+        return existing, False
+    event = Event.objects.create(
+        tenant_id=recipient.tenant_id,
+        message_id=recipient.message_id,
+        recipient_id=recipient.pk,
+        type=type,
+        text=text,
+        reason=reason,
+    )
+    return event, True
+
+
 def _reported_event(recipient: Recipient, type: EventType, diagnostic: ReportedReply, now) -> Event:
     return Event.objects.create(
         tenant_id=recipient.tenant_id,

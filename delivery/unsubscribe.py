@@ -36,7 +36,7 @@ from io import BytesIO
 from django.conf import settings
 from django.db.models.signals import post_save
 
-from delivery.models import Event, EventType, Message, Recipient
+from delivery.models import Message, Recipient
 from domains.models import Tenant
 from sendmsg import read_cache
 
@@ -160,11 +160,6 @@ def find_recipient(token: str) -> Recipient | None:
         return None
     mac = _mac(recipient.tenant_id, recipient.message_id, recipient.pk)
     return recipient if hmac.compare_digest(match.group(2), mac) else None
-
-
-def record_unsubscribed(recipient: Recipient) -> Event:
-    """The recipient's ``unsubscribed`` event (delivery writes its own events)."""
-    return Event.record(recipient=recipient, type=EventType.UNSUBSCRIBED)
 
 
 # -- each recipient's copy ------------------------------------------------------------------

@@ -19,7 +19,7 @@ from delivery.outcomes import ReportedReply, record_reported_delay, record_repor
 from reputation.bounce_patterns import BounceClass
 from reputation.bounces import DELAYED, Report, ReportKind
 from reputation.models import Suppression, SuppressionReason
-from reputation.suppressions import SuppressionError, normalize_address
+from reputation.suppressions import add_after
 
 log = logging.getLogger(__name__)
 
@@ -81,30 +81,7 @@ def suppress_after_bounce(*, event: Event, address: str) -> Suppression | None:
         days = settings.SENDMSG_SOFT_BOUNCE_SUPPRESS_DAYS
         reason = SuppressionReason.SOFT_BOUNCES
         note = f"{count} soft bounces in {days} days, the last: {_described(event)}"
-    try:
-        listed = normalize_address(address)
-    except SuppressionError:  # accepted once, so readable; keep it as the gate compares it
-        listed = address.lower()
-    entry, created = Suppression.objects.get_or_create(
-        tenant_id=event.tenant_id,
-        address=listed,
-        defaults={
-            "reason": reason,
-            "note": note[:200],
-            "source_event": event,
-            "created_at": event.created_at,
-        },
-    )
-    if not created:
-        return None
-    log.info(
-        "suppression added: tenant=%s address=%s reason=%s by bounce event %s",
-        event.tenant_id,
-        listed,
-        reason,
-        event.pk,
-    )
-    return entry
+    return add_after(event, address, reason=reason, note=note)
 
 
 def soft_bounces(*, event: Event, address: str) -> int:

@@ -43,11 +43,12 @@ from django.conf import settings
 from django.db import transaction
 
 from delivery.accept import REF_HEADER, tracking_ref
-from delivery.models import Event, EventType, Message, Recipient
+from delivery.models import EventType, Message, Recipient
+from delivery.outcomes import record_once
 from delivery.verp import find_recipient
 from domains.names import InvalidDomain, domain_of
-from reputation.models import InboundReport, Suppression, SuppressionReason
-from reputation.suppressions import SuppressionError, normalize_address
+from reputation.models import InboundReport, SuppressionReason
+from reputation.suppressions import add_after
 from sendmsg.write_turn import write_turn
 
 log = logging.getLogger(__name__)
@@ -296,38 +297,15 @@ def record_complaint(*, recipient: Recipient, complaint: Complaint) -> Complaint
     caller holds the transaction."""
     if not complaint.counts:
         return ComplaintResult.NOT_COUNTED
-    # Two copies of one report at once record one complaint: the recipient's row is
-    # locked on PostgreSQL (SQLite's writers take turns: write_turn, IMMEDIATE).
-    Recipient.objects.select_for_update().filter(pk=recipient.pk).values_list("pk").first()
-    if Event.objects.filter(recipient_id=recipient.pk, type=EventType.COMPLAINED).exists():
-        return ComplaintResult.DUPLICATE
-    event = Event.objects.create(
-        tenant_id=recipient.tenant_id,
-        message_id=recipient.message_id,
-        recipient_id=recipient.pk,
-        type=EventType.COMPLAINED,
+    event, new = record_once(
+        recipient,
+        EventType.COMPLAINED,
         text=complaint.summary(),
         reason=complaint.feedback_type[:24],
     )
-    try:
-        listed = normalize_address(recipient.address)
-    except SuppressionError:  # accepted once, so readable; keep it as the gate compares it
-        listed = recipient.address.lower()
-    _, created = Suppression.objects.get_or_create(
-        tenant_id=recipient.tenant_id,
-        address=listed,
-        defaults={
-            "reason": SuppressionReason.COMPLAINT,
-            "note": complaint.summary()[:200],
-            "source_event": event,
-            "created_at": event.created_at,
-        },
+    if not new:
+        return ComplaintResult.DUPLICATE
+    add_after(
+        event, recipient.address, reason=SuppressionReason.COMPLAINT, note=complaint.summary()
     )
-    if created:
-        log.info(
-            "suppression added: tenant=%s address=%s reason=complaint by event %s",
-            recipient.tenant_id,
-            listed,
-            event.pk,
-        )
     return ComplaintResult.COMPLAINED

@@ -20,6 +20,7 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -30,6 +31,9 @@ from domains.models import Tenant
 from domains.names import InvalidDomain, normalize_domain
 from reputation.models import Suppression, SuppressionReason
 from sendmsg.write_turn import write_turn
+
+if TYPE_CHECKING:
+    from delivery.models import Event
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,35 @@ def listed_as(address: str) -> str:
         return normalize_address(address)
     except SuppressionError:
         return address.lower()
+
+
+def add_after(
+    event: Event, address: str, *, reason: SuppressionReason, note: str
+) -> Suppression | None:
+    """Put ``address`` on the tenant's list because of ``event`` (a bounce, a complaint,
+    an unsubscribe), unless it is there already (an entry keeps its first reason);
+    returns the entry added, or None."""
+    listed = listed_as(address)
+    entry, created = Suppression.objects.get_or_create(
+        tenant_id=event.tenant_id,
+        address=listed,
+        defaults={
+            "reason": reason,
+            "note": note[:MAX_NOTE],
+            "source_event": event,
+            "created_at": event.created_at,
+        },
+    )
+    if not created:
+        return None
+    log.info(
+        "suppression added: tenant=%s address=%s reason=%s by event %s",
+        event.tenant_id,
+        listed,
+        reason,
+        event.pk,
+    )
+    return entry
 
 
 def clean_note(note: str) -> str:

@@ -13,13 +13,16 @@ import logging
 
 from django.db import transaction
 
-from delivery.models import Event, EventType, Recipient
-from delivery.unsubscribe import find_recipient, record_unsubscribed
+from delivery.models import EventType
+from delivery.outcomes import record_once
+from delivery.unsubscribe import find_recipient
 from reputation.models import Suppression, SuppressionReason
-from reputation.suppressions import listed_as
+from reputation.suppressions import add_after, listed_as
 from sendmsg.write_turn import write_turn
 
 log = logging.getLogger(__name__)
+
+ONE_CLICK_NOTE = "One-click unsubscribe"
 
 
 def unsubscribe(*, token: str) -> Suppression | None:
@@ -30,28 +33,11 @@ def unsubscribe(*, token: str) -> Suppression | None:
         log.info("unsubscribe refused: no recipient for the token")
         return None
     with write_turn(), transaction.atomic():
-        # Two clicks at once (a mailbox provider retrying) record one event: the second
-        # waits here for the first to commit, then finds its event.
-        list(Recipient.objects.select_for_update().filter(pk=recipient.pk).values_list("pk"))
-        event = Event.objects.filter(recipient=recipient, type=EventType.UNSUBSCRIBED).first()
-        if event is None:
-            event = record_unsubscribed(recipient)
-        address = listed_as(recipient.address)
-        entry, created = Suppression.objects.get_or_create(
-            tenant_id=recipient.tenant_id,
-            address=address,
-            defaults={
-                "reason": SuppressionReason.UNSUBSCRIBE,
-                "note": "One-click unsubscribe",
-                "source_event": event,
-                "created_at": event.created_at,
-            },
+        event, _ = record_once(recipient, EventType.UNSUBSCRIBED)
+        added = add_after(
+            event, recipient.address, reason=SuppressionReason.UNSUBSCRIBE, note=ONE_CLICK_NOTE
         )
-    if created:
-        log.info(
-            "suppression added: tenant=%s address=%s reason=unsubscribe by event %s",
-            recipient.tenant_id,
-            address,
-            event.pk,
+        entry = added or Suppression.objects.get(
+            tenant_id=recipient.tenant_id, address=listed_as(recipient.address)
         )
     return entry
