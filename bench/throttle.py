@@ -100,7 +100,8 @@ def time_lookups(tenant_id: int, n: int) -> float:
 
 
 def write_events(tenant, domain, count: int) -> None:
-    """``count`` events for one message: 98% delivered, 2% bounced, over the window."""
+    """``count`` events for one message: 98% delivered, 2% bounced (hard), over the
+    window."""
     from django.db import connection, transaction
     from django.utils import timezone
 
@@ -131,6 +132,8 @@ def write_events(tenant, domain, count: int) -> None:
         "text",
         "enhanced",
         "mx_host",
+        "bounce_class",
+        "reason",
     ]
     table = connection.ops.quote_name(Event._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(Event._meta.get_field(f).column) for f in fields)
@@ -140,10 +143,12 @@ def write_events(tenant, domain, count: int) -> None:
     for start in range(0, count, chunk):
         rows = []
         for n in range(start, min(count, start + chunk)):
-            kind = EventType.BOUNCED if n % 50 == 0 else EventType.DELIVERED
+            bounced = n % 50 == 0
+            kind = EventType.BOUNCED if bounced else EventType.DELIVERED
             when = now - timedelta(days=n % 7, seconds=n % 3600)
             value = created.get_db_prep_value(when, connection)
-            rows.append([tenant.pk, message.pk, recipient.pk, kind, value, "", "", ""])
+            failure = ["hard", "mailbox_unknown"] if bounced else ["", ""]
+            rows.append([tenant.pk, message.pk, recipient.pk, kind, value, "", "", "", *failure])
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(query, rows)
 

@@ -169,26 +169,18 @@ class RecipientQuerySet(models.QuerySet):
 
 @dataclass(frozen=True)
 class Held:
-    """Senders whose queue is held: tenants suspended by an operator or at reputation
-    level 5, and sending domains at level 5 (DESIGN.md). Their recipients wait, untouched,
-    until the level or the suspension is lifted (then their retry times apply as usual)."""
+    """Senders whose queued mail waits, untouched, for now (reputation/gate.py
+    held_senders says who and why); then their retry times apply as usual."""
 
     tenant_ids: tuple[int, ...] = ()
     domain_ids: tuple[int, ...] = ()
 
 
 def held_senders() -> Held:
-    from reputation.models import Level, Standing
+    """reputation.gate.held_senders (imported here: reputation's models import these)."""
+    from reputation.gate import held_senders
 
-    tenants = set(Tenant.objects.filter(suspended=True).values_list("pk", flat=True))
-    domains = set()
-    levels = Standing.objects.filter(level=Level.SUSPENDED).values_list("tenant_id", "domain_id")
-    for tenant_id, domain_id in levels:
-        if domain_id is None:
-            tenants.add(tenant_id)
-        else:
-            domains.add(domain_id)
-    return Held(tuple(sorted(tenants)), tuple(sorted(domains)))
+    return held_senders()
 
 
 class Recipient(models.Model):

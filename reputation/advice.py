@@ -29,7 +29,8 @@ WHAT_TO_DO: dict[int, str] = {
         "every bulk message."
     ),
     Level.RESTRICTED: (
-        "Pause campaigns to old or unconfirmed lists now and send only mail people expect "
+        "Mail already queued goes out at this level's rate too. Pause campaigns to old "
+        "or unconfirmed lists now and send only mail people expect "
         "(receipts, password resets, subscriptions they confirmed). Find which list or "
         "import the bounces and complaints below come from, remove those addresses, and "
         "ask for consent again before mailing the rest."

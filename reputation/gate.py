@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db.models.signals import post_save
 from django.utils import timezone
 
+from delivery.models import Event, EventType, Held
 from domains.models import Domain, Tenant
 from reputation.models import Level, SendCounter, Standing, Suppression, WarmupCounter
 from reputation.quotas import Quotas
@@ -215,3 +216,37 @@ def _suppressed(count: int) -> str:
         f"WHERE {sql.column(Suppression, 'tenant')} = %s "
         f"AND {sql.column(Suppression, 'address')} IN ({', '.join(['%s'] * count)})"
     )
+
+
+def held_senders(now: datetime | None = None) -> Held:
+    """Whose queued mail the relay leaves waiting now (DESIGN.md): tenants suspended by an
+    operator, tenants and sending domains at level 5 (held until lifted), and those at
+    level 4 once they have had this hour's share: the relay sends a restricted sender's
+    queued mail at most at its restricted rate (attempts in the last hour, counted from
+    the events; a task already running may pass it by what it claimed)."""
+    now = now or timezone.now()
+    tenants = set(Tenant.objects.filter(suspended=True).values_list("pk", flat=True))
+    domains: set[int] = set()
+    low = Standing.objects.filter(level__gte=Level.RESTRICTED)
+    for tenant_id, domain_id, level in low.values_list("tenant_id", "domain_id", "level"):
+        if level == Level.RESTRICTED and not _had_share(tenant_id, domain_id, now):
+            continue
+        if domain_id:
+            domains.add(domain_id)
+        else:
+            tenants.add(tenant_id)
+    return Held(tuple(sorted(tenants)), tuple(sorted(domains)))
+
+
+def _had_share(tenant_id: int, domain_id: int | None, now: datetime) -> bool:
+    rate = rate_at(tenant_state(tenant_id).plan_rate, Level.RESTRICTED)
+    attempts = Event.objects.filter(
+        tenant_id=tenant_id, type__in=ATTEMPTS, created_at__gt=now - WINDOW
+    )
+    if domain_id:
+        attempts = attempts.filter(message__domain_id=domain_id)
+    return attempts.count() >= rate
+
+
+ATTEMPTS = (EventType.DELIVERED, EventType.BOUNCED, EventType.DEFERRED, EventType.EXPIRED)
+"""Events that record a delivery attempt's outcome."""

@@ -436,3 +436,38 @@ def test_the_relays_own_bounces_are_counted_by_class_and_hard_ones_suppress(veri
     (entry,) = Suppression.objects.filter(tenant=verified_domain.tenant)
     assert (entry.address, entry.reason) == ("nobody@dest.test", SuppressionReason.HARD_BOUNCE)
     assert entry.source_event.recipient.address == "nobody@dest.test"
+
+
+def test_the_queued_mail_of_a_restricted_sender_goes_out_at_its_restricted_rate(
+    verified_domain, mx, django_user_model
+):
+    from delivery import tasks
+    from delivery.accept import Sender, accept_message
+
+    tenant = verified_domain.tenant
+    Tenant.objects.filter(pk=tenant.pk).update(plan_rate=40)  # restricted: 4 an hour
+    operator = django_user_model.objects.create_user("op", "op@platform.test", "x" * 20)
+    with time_machine.travel(T0, tick=False) as traveller:
+        queued = [
+            accept_message(
+                sender=Sender(tenant_id=tenant.pk),
+                mail_from="news@acme.test",
+                recipients=[f"r{n}@dest.test"],
+                raw=b"From: news@acme.test\r\nSubject: queued\r\n\r\nx\r\n",
+                source=Source.API,
+            )
+            for n in range(7)
+        ]
+        pin(tenant, Level.RESTRICTED, reason="bounces from an old list", actor=operator)
+        ids = [message.pk for message in queued]
+        for message_id in ids:  # one task each: each claim looks at the share again
+            tasks.deliver([message_id])
+        assert len(mx.messages) == 4
+        assert Recipient.objects.filter(state=RecipientState.QUEUED).count() == 3
+
+        traveller.shift(timedelta(minutes=30))  # the hour's share is still spent
+        assert tasks.deliver(ids) == 0
+        traveller.shift(timedelta(minutes=31))  # an hour after the first four
+        for message_id in ids:
+            tasks.deliver([message_id])
+        assert len(mx.messages) == 7
