@@ -40,7 +40,7 @@ WINDOW = timedelta(hours=1)
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    reason: str = ""  # "account_suspended" or "rate_limited" when not allowed
+    reason: str = ""  # account_suspended, reputation_suspended or rate_limited: refused
     message: str = ""
     retry_after: int | None = None
     suppressed: frozenset[str] = frozenset()  # not to send to, as listed (listed_as)
