@@ -123,6 +123,32 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{DKIM_UNCHECKED}(reason): receivers deliberately get mail whose DKIM signatures "
         "do not verify; skip checking them (see the received_mail_dkim fixture)",
     )
+    _flush_again_after_a_deadlock()
+
+
+def _flush_again_after_a_deadlock(attempts: int = 5) -> None:
+    """After each transactional test the test database is emptied with one TRUNCATE of
+    every table. The platform's processes (tests/conftest.py ``platform``) keep working
+    meanwhile, and on PostgreSQL a worker's transaction that writes two tables can lock
+    one the TRUNCATE has not reached yet: a deadlock, which PostgreSQL breaks by failing
+    one side. When the failed side is the flush, it is tried again (it rolled back whole);
+    the worker's side is an ordinary failed task, retried by the platform itself."""
+    from django.core.management.base import CommandError
+    from django.core.management.commands import flush
+
+    handle = flush.Command.handle
+
+    def handle_again(self, *args, **options):
+        for attempt in range(1, attempts + 1):
+            try:
+                return handle(self, *args, **options)
+            except CommandError as exc:
+                if attempt == attempts or "deadlock" not in str(exc.__cause__).lower():
+                    raise
+                time.sleep(0.1 * attempt)
+        return None
+
+    flush.Command.handle = handle_again
 
 
 @pytest.fixture(autouse=True)
