@@ -181,48 +181,55 @@ def pin(tenant: Tenant, level: int, *, reason: str, actor, domain=None) -> Stand
     """An operator fixes a level (1 to 5) with a reason; recorded as a change."""
     if not reason.strip():
         raise ValueError("A pinned level needs a reason.")
-    now = timezone.now()
-    with transaction.atomic():
-        standing = _standing_for_update(tenant.pk, domain.pk if domain else None)
-        old = standing.level
-        standing.level, standing.pinned, standing.pin_reason = level, True, reason[:300]
-        standing.reason, standing.since, standing.better_since = reason[:300], now, None
-        standing.updated_at = now
-        standing.save()
-        _record(
-            tenant=tenant,
-            domain=domain,
-            old_level=old,
-            new_level=level,
-            reason=f"pinned by an operator: {reason}"[:300],
-            actor=actor,
-            pinned=True,
-            created_at=now,
-        )
-    _forget(tenant.pk)
-    return standing
+    return _set_by_operator(
+        tenant,
+        domain,
+        level=level,
+        pin_reason=reason,
+        reason=reason,
+        change=f"pinned by an operator: {reason}",
+        actor=actor,
+    )
 
 
 def unpin(tenant: Tenant, *, reason: str, actor, domain=None) -> Standing:
     """Hand the level back to the rates: it becomes their band at once (the operator
     chose to end the pin); recorded as a change."""
-    domain_id = domain.pk if domain else None
+    today = timezone.now().date()
+    target, why = band(rates_for(tenant.pk, domain.pk if domain else None, today))
+    return _set_by_operator(
+        tenant,
+        domain,
+        level=target,
+        pin_reason="",
+        reason=why,
+        change=f"unpinned by an operator: {reason}; {why}",
+        actor=actor,
+    )
+
+
+def _set_by_operator(
+    tenant: Tenant, domain, *, level: int, pin_reason: str, reason: str, change: str, actor
+) -> Standing:
+    """Set a standing's level for an operator: pinned when ``pin_reason`` is given, else
+    handed back to the rates; the change recorded with the operator's name."""
     now = timezone.now()
-    target, why = band(rates_for(tenant.pk, domain_id, now.date()))
     with transaction.atomic():
-        standing = _standing_for_update(tenant.pk, domain_id)
+        standing = _standing_for_update(tenant.pk, domain.pk if domain else None)
         old = standing.level
-        standing.pinned, standing.pin_reason = False, ""
-        standing.level, standing.reason, standing.better_since = target, why, None
+        standing.level, standing.pinned = level, bool(pin_reason)
+        standing.pin_reason = pin_reason[:300]
+        standing.reason, standing.better_since = reason[:300], None
         standing.since = standing.updated_at = now
         standing.save()
         _record(
             tenant=tenant,
             domain=domain,
             old_level=old,
-            new_level=target,
-            reason=f"unpinned by an operator: {reason}; {why}"[:300],
+            new_level=level,
+            reason=change[:300],
             actor=actor,
+            pinned=bool(pin_reason),
             created_at=now,
         )
     _forget(tenant.pk)
