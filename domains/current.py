@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
+from django.db.models import F
 from django.http import Http404, HttpRequest
 
-from domains.models import Domain, Tenant
+from domains.models import Domain, Membership, Tenant
+from domains.roles import Capability, can
 
 SESSION_KEY = "tenant_id"
 
@@ -15,11 +18,35 @@ def current_tenant(request: HttpRequest) -> Tenant | None:
         return None
     if hasattr(request, "_tenant"):
         return request._tenant
-    mine = Tenant.objects.filter(memberships__user=user)
+    # The user's role comes with the tenant (one query for both): ``tenant.my_role``.
+    mine = Tenant.objects.filter(memberships__user=user).annotate(my_role=F("memberships__role"))
     tenant = (
         mine.filter(pk=request.session.get(SESSION_KEY)).first() or mine.order_by("name").first()
     )
     request._tenant = tenant
+    return tenant
+
+
+def current_role(request: HttpRequest) -> str | None:
+    """The user's role in the current tenant, or None (no tenant)."""
+    tenant = current_tenant(request)
+    if tenant is None:
+        return None
+    if not hasattr(tenant, "my_role"):
+        tenant.my_role = (
+            Membership.objects.filter(tenant=tenant, user=request.user)
+            .values_list("role", flat=True)
+            .first()
+        )
+    return tenant.my_role
+
+
+def require(request: HttpRequest, capability: Capability) -> Tenant:
+    """The current tenant if the user's role there grants ``capability``; else
+    PermissionDenied (403: the object is the user's own tenant's, so nothing leaks)."""
+    tenant = current_tenant(request)
+    if tenant is None or not can(current_role(request), capability):
+        raise PermissionDenied("Your role in this tenant does not allow this.")
     return tenant
 
 

@@ -264,3 +264,33 @@ class DomainEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.domain}"
+
+
+class AuditEntry(models.Model):
+    """One change made by a person (in the dashboard or the admin) or by an API key, in a
+    tenant. Written by domains/audit.py; the tenant's owners and admins read it."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="audit_entries")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    # Who, as shown: a username, "API key sm_ab12cd34" or "operator alice"; it outlives
+    # a deleted account.
+    actor_label = models.CharField(max_length=200)
+    action = models.CharField(max_length=64)  # e.g. "domain.add", "member.role_changed"
+    target = models.CharField(max_length=300, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="audit_tenant_time")]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.actor_label} {self.action} {self.target}"
