@@ -371,3 +371,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("SENDMSG_LOG_LEVEL", "INFO")},
     "loggers": {"django": {"level": "WARNING"}, "mail.log": {"level": "WARNING"}},
 }
+
+# /metrics (sendmsg/health_views.py) answers loopback clients only, unless this token is
+# set: then any client that sends it as ``Authorization: Bearer <token>``.
+SENDMSG_METRICS_TOKEN = env_str("SENDMSG_METRICS_TOKEN", "")

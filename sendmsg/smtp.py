@@ -20,6 +20,7 @@ from aiosmtpd.smtp import SMTP
 from django.conf import settings
 from django.db import close_old_connections
 
+from sendmsg import smtp_status
 from sendmsg.group_commit import GroupCommitExecutor
 
 log = logging.getLogger(__name__)
@@ -222,16 +223,22 @@ class PlatformSMTP(SMTP):
         handler: Any,
         *,
         connections: ConnectionLimit | SharedConnectionLimit | None = None,
+        listener: str = "",
         **kwargs,
     ):
         super().__init__(handler, **kwargs)
         self._connections = connections
+        self._listener = listener  # its name in sendmsg/smtp_status.py's session counts
+        self._counted = False
         self._admitted: str | None = None  # the address counted in _connections
         self._refused = False
         self._receiving_data = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Called again with the TLS transport after STARTTLS: count the TCP connection once.
+        if self.transport is None and self._listener and not self._counted:
+            smtp_status.opened(self._listener)
+            self._counted = True
         if self.transport is None and self._connections is not None:
             address = client_address(transport.get_extra_info("peername"))
             if self._connections.admit(address):
@@ -242,6 +249,9 @@ class PlatformSMTP(SMTP):
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._counted:
+            smtp_status.closed(self._listener)
+            self._counted = False
         if self._admitted is not None and self._connections is not None:
             self._connections.release(self._admitted)
             self._admitted = None

@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from delivery import wake
 from delivery.submission import SubmissionHandler
 from reputation.inbound import InboundHandler
+from sendmsg import smtp_status
 from sendmsg.group_commit import GroupCommitExecutor
 from sendmsg.smtp import ConnectionLimit, SharedConnectionLimit, database_executor
 from sendmsg.smtp import PlatformSMTP as SMTP
@@ -43,6 +44,7 @@ def smtp_factory(name: str, connections: ConnectionLimit | SharedConnectionLimit
         "enable_SMTPUTF8": True,
         "decode_data": False,
         "timeout": settings.SENDMSG_SMTP_TIMEOUT,
+        "listener": name,
     }
     if name == "submission":
         handler = SubmissionHandler()
@@ -111,6 +113,7 @@ async def serve(
         )
         servers.append(await loop.create_server(factory, sock=sock, ssl=ssl_context))
         log.info("%s listening on %s:%d pid=%d", name, *sock.getsockname()[:2], os.getpid())
+    status = asyncio.create_task(smtp_status.publish(list(sockets), stop))
     await stop.wait()
     log.info("stopping SMTP listeners")
     for server in servers:
@@ -118,6 +121,7 @@ async def serve(
     await asyncio.wait_for(
         asyncio.gather(*(s.wait_closed() for s in servers)), SHUTDOWN_GRACE_SECONDS
     )
+    await status
 
 
 def stop_with_parent(parent: int) -> None:
