@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends --no-upgrade
 # The real peers the tests start: DNS server, DKIM verifiers, an SMTP client, a browser,
-# PostgreSQL (a throwaway cluster per run; the system's own is not used).
-TEST_PACKAGES := unbound swaks libnet-ssleay-perl libmail-dkim-perl libcryptx-perl opendkim opendkim-tools chromium postgresql
+# PostgreSQL (a throwaway cluster per run; the system's own is not used); and the tools
+# that read deploy/: docker-compose (config only, no engine), Caddy, systemd-analyze.
+TEST_PACKAGES := unbound swaks libnet-ssleay-perl libmail-dkim-perl libcryptx-perl opendkim opendkim-tools chromium postgresql docker-compose caddy systemd
 
 .PHONY: run test install install-test peers clean
 

@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from delivery.keyed_hash import keyed_hash, matches, new_secret
 from delivery.models import ApiKey, SmtpCredential
-from domains.models import Domain, Tenant
+from domains.models import Domain, Role, Tenant
+from domains.roles import RANK, at_most
 from sendmsg import read_cache, sql
 
 SMTP_PURPOSE = "smtp password"
@@ -23,6 +24,10 @@ API_PURPOSE = "api key"
 
 class CredentialError(ValueError):
     pass
+
+
+class GrantError(CredentialError):
+    """A key of more than its creator's role was asked for (see ``check_grant``)."""
 
 
 @dataclass(frozen=True)
@@ -76,12 +81,37 @@ def check_smtp_login(username: str, password: str) -> SmtpIdentity | None:
     )
 
 
-def create_api_key(*, tenant: Tenant, name: str = "") -> tuple[ApiKey, str]:
-    """A new API key; returns it with the full key, which is not stored and never shown again."""
+def check_grant(*, role: str, granted_by: str | None) -> None:
+    """Refuse a key of ``role`` to a creator whose own role is ``granted_by`` (a person's
+    membership role, or the creating key's) when it is more than theirs: nobody hands out
+    more than they have. None: an operator (manage.py), who is not limited."""
+    if role not in Role.values:
+        raise GrantError(f"Unknown role {role!r}: choose one of {', '.join(Role.values)}.")
+    if granted_by is not None and not at_most(role, granted_by):
+        allowed = [r.label.lower() for r in RANK if at_most(r, granted_by)]
+        creator = Role(granted_by).label.lower()
+        article = "An" if creator[0] in "aeiou" else "A"
+        raise GrantError(
+            f"{article} {creator} may create keys of role {' or '.join(allowed)}, "
+            f"not {Role(role).label.lower()}."
+        )
+
+
+def create_api_key(
+    *, tenant: Tenant, name: str = "", role: str = Role.ADMIN, granted_by: str | None = None
+) -> tuple[ApiKey, str]:
+    """A new API key of ``role``; returns it with the full key, which is not stored and
+    never shown again. ``granted_by`` is the creator's role (see ``check_grant``); the
+    dashboard and the API always pass it, and choose developer unless told otherwise."""
+    check_grant(role=role, granted_by=granted_by)
     prefix = secrets.token_hex(4)
     key = f"sm_{prefix}_{new_secret(24)}"
     api_key = ApiKey.objects.create(
-        tenant=tenant, name=name, prefix=prefix, key_hash=keyed_hash(key, purpose=API_PURPOSE)
+        tenant=tenant,
+        name=name,
+        prefix=prefix,
+        key_hash=keyed_hash(key, purpose=API_PURPOSE),
+        role=role,
     )
     return api_key, key
 
@@ -161,9 +191,14 @@ def rotate_smtp_credential(credential: SmtpCredential) -> tuple[SmtpCredential, 
         )
 
 
-def rotate_api_key(api_key: ApiKey) -> tuple[ApiKey, str]:
-    """A new key with the same name; the old one is revoked (claimed first, as above)."""
+def rotate_api_key(api_key: ApiKey, *, granted_by: str | None = None) -> tuple[ApiKey, str]:
+    """A new key with the same name and role; the old one is revoked (claimed first, as
+    above). Rotating hands out a new secret of the key's role, so it is refused, like a
+    creation, to a creator whose role ``granted_by`` is less than the key's."""
+    check_grant(role=api_key.role, granted_by=granted_by)
     with transaction.atomic():
         if not revoke(api_key):
             raise CredentialError("This key is revoked; create a new one instead.")
-        return create_api_key(tenant=api_key.tenant, name=api_key.name)
+        return create_api_key(
+            tenant=api_key.tenant, name=api_key.name, role=api_key.role, granted_by=granted_by
+        )

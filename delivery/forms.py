@@ -7,7 +7,8 @@ from typing import Any
 
 from django import forms
 
-from domains.models import Domain, Tenant
+from domains.models import Domain, Role, Tenant
+from domains.roles import RANK, at_most
 
 
 class DomainChoiceField(forms.ModelMultipleChoiceField):
@@ -41,9 +42,32 @@ class SmtpCredentialForm(forms.Form):
 
 
 class ApiKeyForm(forms.Form):
+    """A new API key. Every role is a valid value, so that one above the creator's own is
+    refused by delivery.credentials with a message saying why; only those the creator may
+    hand out (``granted_by``) are offered."""
+
     name = forms.CharField(
         label="Name (optional)",
         max_length=100,
         required=False,
         help_text="What uses this key, e.g. “CI” or “billing service”.",
     )
+    role = forms.ChoiceField(
+        label="Role",
+        choices=Role.choices,
+        initial=Role.DEVELOPER,
+        required=False,  # left out: developer
+        help_text="What the key may do: a viewer key only reads; a developer key also sends "
+        "and manages keys, webhooks and suppressions; an admin key also manages domains.",
+    )
+
+    def __init__(self, *args: Any, granted_by: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if granted_by is not None:
+            field = self.fields["role"]
+            assert isinstance(field, forms.ChoiceField)
+            offered = [(r.value, r.label) for r in reversed(RANK) if at_most(r, granted_by)]
+            field.widget.choices = offered
+
+    def clean_role(self) -> str:
+        return self.cleaned_data.get("role") or Role.DEVELOPER

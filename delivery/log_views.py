@@ -18,6 +18,7 @@ from delivery.models import Message, RecipientState
 from domains.current import current_tenant
 
 PAGE_SIZE = 50
+IN_FLIGHT = {RecipientState.QUEUED, RecipientState.SENDING, RecipientState.DEFERRED}
 
 
 def get_message_for(request: HttpRequest, queue_id: str) -> Message:
@@ -62,6 +63,8 @@ def message_detail(request: HttpRequest, queue_id: str) -> HttpResponse:
     context = {
         "message": message,
         "recipients": recipients,
+        # The page refreshes its recipients and timeline while one is still on its way.
+        "in_flight": any(r["row"].state in IN_FLIGHT for r in recipients),
         "timeline": list(message.events.all()),
         "headers": message_log.headers_of(message),
         "waiting_states": {RecipientState.QUEUED, RecipientState.DEFERRED},

@@ -10,7 +10,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from delivery.replies import SmtpReply
-from domains.models import Domain, Tenant
+from domains.models import Domain, Role, Tenant
 from sendmsg import sql
 from sendmsg.write_turn import write_turn
 
@@ -43,6 +43,10 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked = models.BooleanField(default=False)
+    # What the key may do (domains/roles.py). Keys from before roles are admin keys, as
+    # they could do everything a tenant's admin can; new ones default to developer
+    # (delivery/credentials.py), never above whoever created them.
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ADMIN)
 
     def __str__(self) -> str:
         return f"sm_{self.prefix}_…"
@@ -206,7 +210,16 @@ class Recipient(models.Model):
     objects = RecipientQuerySet.as_manager()
 
     class Meta:
-        indexes = [models.Index(fields=["state", "next_attempt_at"], name="recipient_due")]
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="recipient_due"),
+            # A tenant's recipients in one state, latest change first: the Overview's
+            # recent failures and queue (domains/overview.py) without reading the rest;
+            # message_id makes the queue's oldest waiting message an index-only read.
+            models.Index(
+                fields=["tenant", "state", "updated_at", "message"],
+                name="recipient_tenant_state",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.address} ({self.state})"

@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -23,6 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from delivery.credentials import (
     CredentialError,
+    GrantError,
     create_api_key,
     create_smtp_credential,
     revoke,
@@ -31,8 +33,10 @@ from delivery.credentials import (
 )
 from delivery.forms import ApiKeyForm, SmtpCredentialForm
 from delivery.models import ApiKey, SmtpCredential
-from domains.current import current_tenant
+from domains import audit
+from domains.current import current_role, current_tenant, require, requires
 from domains.models import Tenant
+from domains.roles import RANK, Capability, at_most
 
 NEW_SECRET_SESSION_KEY = "credentials_new_secret"
 SMTP: Literal["smtp"] = "smtp"
@@ -81,6 +85,8 @@ def row_view(
             row = getter(request, pk)
             if request.method not in methods:
                 return HttpResponseNotAllowed(methods)
+            # Every action on a login or key (its confirmation page included) changes it.
+            require(request, Capability.MANAGE_CREDENTIALS)
             return view(request, row)
 
         return wrapper
@@ -96,7 +102,12 @@ def row_view(
 def credential_list(request: HttpRequest) -> HttpResponse:
     tenant = current_tenant(request)
     smtp_form = SmtpCredentialForm(tenant=tenant) if tenant else None
-    return page(request, tenant, smtp_form=smtp_form, api_key_form=ApiKeyForm())
+    return page(request, tenant, smtp_form=smtp_form, api_key_form=api_key_form(request))
+
+
+def api_key_form(request: HttpRequest, data: Any = None) -> ApiKeyForm:
+    """The new-key form, offering the roles the user may hand out (at most their own)."""
+    return ApiKeyForm(data, granted_by=current_role(request))
 
 
 def page(
@@ -107,11 +118,14 @@ def page(
     api_key_form: ApiKeyForm,
     status: int = 200,
 ) -> HttpResponse:
+    role = current_role(request)
     context: dict[str, Any] = {
         "smtp_form": smtp_form,
         "api_key_form": api_key_form,
         "submission": submission_settings(),
         "new_secret": pop_new_secret(request, tenant),
+        # A key above the user's own role is not theirs to rotate (a new secret of it).
+        "grantable_roles": [r.value for r in RANK if role and at_most(r, role)],
     }
     if tenant is not None:
         context["smtp_logins"] = (
@@ -184,30 +198,47 @@ def require_tenant(request: HttpRequest) -> Tenant:
 
 @login_required
 @require_POST
+@requires(Capability.MANAGE_CREDENTIALS)
 def smtp_create(request: HttpRequest) -> HttpResponse:
     tenant = require_tenant(request)
     form = SmtpCredentialForm(request.POST, tenant=tenant)
     if form.is_valid():
+        domains = list(form.cleaned_data["domains"])
         try:
-            row, password = create_smtp_credential(
-                tenant=tenant,
-                domains=list(form.cleaned_data["domains"]),
-                description=form.cleaned_data["description"],
-            )
+            with transaction.atomic():
+                row, password = create_smtp_credential(
+                    tenant=tenant, domains=domains, description=form.cleaned_data["description"]
+                )
+                audit.record(
+                    request,
+                    tenant=tenant,
+                    action="smtp_credential.created",
+                    target=row.username,
+                    description=row.description,
+                    domains=sorted(d.name for d in domains),
+                )
         except CredentialError as exc:
             form.add_error("domains", str(exc))
         else:
             keep_new_secret(request, kind=SMTP, row=row, secret=password)
             messages.success(request, f"SMTP login {row.username} created.")
             return to_new_secret()
-    return page(request, tenant, smtp_form=form, api_key_form=ApiKeyForm(), status=400)
+    return page(request, tenant, smtp_form=form, api_key_form=api_key_form(request), status=400)
 
 
 @row_view(get_smtp_credential_for, "POST")
 def smtp_rotate(request: HttpRequest, row: SmtpCredential) -> HttpResponse:
     """A new login with the same description and domain limits; the old one stops now."""
     try:
-        new, password = rotate_smtp_credential(row)
+        with transaction.atomic():
+            new, password = rotate_smtp_credential(row)
+            audit.record(
+                request,
+                tenant=row.tenant_id,
+                action="smtp_credential.rotated",
+                target=row.username,
+                replaced_by=new.username,
+            )
     except CredentialError as exc:
         messages.error(request, f"{row.username}: {exc}")
         return to_section(SMTP)
@@ -229,23 +260,52 @@ def smtp_revoke(request: HttpRequest, row: SmtpCredential) -> HttpResponse:
 
 @login_required
 @require_POST
+@requires(Capability.MANAGE_CREDENTIALS)
 def api_key_create(request: HttpRequest) -> HttpResponse:
     tenant = require_tenant(request)
-    form = ApiKeyForm(request.POST)
+    form = api_key_form(request, request.POST)
     if form.is_valid():
-        row, key = create_api_key(tenant=tenant, name=form.cleaned_data["name"])
-        keep_new_secret(request, kind=API_KEY, row=row, secret=key)
-        messages.success(request, f"API key {row} created.")
-        return to_new_secret()
+        try:
+            with transaction.atomic():
+                row, key = create_api_key(
+                    tenant=tenant,
+                    name=form.cleaned_data["name"],
+                    role=form.cleaned_data["role"],
+                    granted_by=current_role(request),
+                )
+                audit.record(
+                    request,
+                    tenant=tenant,
+                    action="api_key.created",
+                    target=key_label(row),
+                    name=row.name,
+                    role=row.role,
+                )
+        except GrantError as exc:
+            form.add_error("role", str(exc))
+        else:
+            keep_new_secret(request, kind=API_KEY, row=row, secret=key)
+            messages.success(request, f"API key {row} created ({row.get_role_display()}).")
+            return to_new_secret()
     smtp_form = SmtpCredentialForm(tenant=tenant)
     return page(request, tenant, smtp_form=smtp_form, api_key_form=form, status=400)
 
 
 @row_view(get_api_key_for, "POST")
 def api_key_rotate(request: HttpRequest, row: ApiKey) -> HttpResponse:
-    """A new key with the same name; the old one stops now."""
+    """A new key with the same name and role; the old one stops now."""
     try:
-        new, key = rotate_api_key(row)
+        with transaction.atomic():
+            new, key = rotate_api_key(row, granted_by=current_role(request))
+            audit.record(
+                request,
+                tenant=row.tenant_id,
+                action="api_key.rotated",
+                target=key_label(row),
+                replaced_by=key_label(new),
+                name=new.name,
+                role=new.role,
+            )
     except CredentialError as exc:
         messages.error(request, f"API key {row}: {exc}")
         return to_section(API_KEY)
@@ -267,9 +327,19 @@ def revoke_row(
         return render(
             request, "dashboard/credential_revoke.html", {"row": row, "kind": kind, "label": label}
         )
-    if row.revoked:
-        messages.info(request, f"{label} was already revoked.")
-    else:
-        revoke(row)
+    with transaction.atomic():
+        revoked_now = not row.revoked and revoke(row)
+        if revoked_now:
+            target = row.username if isinstance(row, SmtpCredential) else key_label(row)
+            action = "smtp_credential.revoked" if kind == SMTP else "api_key.revoked"
+            audit.record(request, tenant=row.tenant_id, action=action, target=target)
+    if revoked_now:
         messages.success(request, f"{label} revoked: it no longer works.")
+    else:
+        messages.info(request, f"{label} was already revoked.")
     return to_section(kind)
+
+
+def key_label(row: ApiKey) -> str:
+    """How the audit log names a key: its public prefix, never the key."""
+    return f"sm_{row.prefix}"

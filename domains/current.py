@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
+
 from django.core.exceptions import PermissionDenied
 from django.db.models import F
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 
 from domains.models import Domain, Membership, Tenant
 from domains.roles import Capability, can
 
 SESSION_KEY = "tenant_id"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+View = TypeVar("View", bound=Callable[..., HttpResponse])
 
 
 def current_tenant(request: HttpRequest) -> Tenant | None:
@@ -43,11 +50,37 @@ def current_role(request: HttpRequest) -> str | None:
 
 def require(request: HttpRequest, capability: Capability) -> Tenant:
     """The current tenant if the user's role there grants ``capability``; else
-    PermissionDenied (403: the object is the user's own tenant's, so nothing leaks)."""
+    PermissionDenied (403: the object is the user's own tenant's, so nothing leaks). A
+    user of no tenant gets 404, as for every tenant-scoped page."""
     tenant = current_tenant(request)
-    if tenant is None or not can(current_role(request), capability):
+    if tenant is None:
+        raise Http404("No tenant")
+    if not can(current_role(request), capability):
         raise PermissionDenied("Your role in this tenant does not allow this.")
     return tenant
+
+
+def requires(capability: Capability) -> Callable[[View], View]:
+    """A dashboard view only for members whose role grants ``capability``: anyone else
+    gets 403 before the view runs, so nothing changes. For a view of one object, look the
+    object up first (another tenant's is a 404) and call ``require`` after."""
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            require(request, capability)
+            return view(request, *args, **kwargs)
+
+        return cast(View, wrapper)
+
+    return decorate
+
+
+def require_for_change(request: HttpRequest, capability: Capability) -> None:
+    """For a page that both shows (GET: every member) and changes (POST): the change
+    needs ``capability``."""
+    if request.method not in SAFE_METHODS:
+        require(request, capability)
 
 
 def switch_tenant(request: HttpRequest, tenant_id: int) -> Tenant:

@@ -18,6 +18,10 @@ class Tenant(models.Model):
     suspended = models.BooleanField(
         default=False, help_text="Set by an operator; refuses new mail."
     )
+    suspended_reason = models.TextField(
+        blank=True, help_text="Why an operator suspended the tenant (the tenant sees it)."
+    )
+    suspended_at = models.DateTimeField(null=True, blank=True)
     plan_rate = models.PositiveIntegerField(
         null=True,
         blank=True,
@@ -36,6 +40,21 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def suspend(self, reason: str) -> None:
+        """An operator stops the tenant's mail: new mail refused, its queue held
+        (reputation/gate.py), until ``reinstate``."""
+        if not reason.strip():
+            raise ValueError("A suspension needs a reason.")
+        self.suspended, self.suspended_reason = True, reason.strip()
+        self.suspended_at = timezone.now()
+        # save(), not a bulk update: post_save makes this process's gate forget the tenant.
+        self.save(update_fields=["suspended", "suspended_reason", "suspended_at"])
+
+    def reinstate(self) -> None:
+        """Lift an operator's suspension (the audit log keeps why it was made)."""
+        self.suspended, self.suspended_reason, self.suspended_at = False, "", None
+        self.save(update_fields=["suspended", "suspended_reason", "suspended_at"])
 
 
 class Role(models.TextChoices):
@@ -294,3 +313,63 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor_label} {self.action} {self.target}"
+
+
+class InvitationQuerySet(models.QuerySet):
+    def pending(self) -> InvitationQuerySet:
+        """Neither accepted, revoked nor expired: the link still works."""
+        return self.filter(
+            accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now()
+        )
+
+
+class Invitation(models.Model):
+    """An invitation by email to join a tenant with a role (domains/accounts.py).
+
+    Only a keyed hash of the link's token is stored (delivery/keyed_hash.py): the link in
+    the email is the one copy of the token."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = InvitationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "email"], name="invitation_tenant_email")]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.tenant} ({self.role})"
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at <= timezone.now()
+
+    def mark_accepted(self, user) -> None:
+        self.accepted_at = timezone.now()
+        self.accepted_by = user
+        self.save(update_fields=["accepted_at", "accepted_by"])
+
+    def revoke(self) -> None:
+        self.revoked_at = timezone.now()
+        self.save(update_fields=["revoked_at"])

@@ -1,10 +1,11 @@
 from django.urls import path
 
-from domains import views
+from domains import overview_views, views
 
 app_name = "dashboard"
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("send-test/", overview_views.send_test, name="send-test"),
     path("domains/", views.domain_list, name="domains"),
     path("domains/<int:pk>/", views.domain_detail, name="domain"),
     path("domains/<int:pk>/check/", views.check_now, name="domain-check"),

@@ -15,15 +15,17 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from delivery.models import Message
+from domains import audit
+from domains import overview as overview_page
 from domains.checks.results import CheckStatus
 from domains.checks.run import check_domain
-from domains.current import current_tenant, get_domain_for, switch_tenant
+from domains.current import current_tenant, get_domain_for, require, switch_tenant
 from domains.dkim_keys import KeyActionError, start_rotation
 from domains.forms import AddDomainForm, RotateKeyForm
 from domains.models import (
@@ -35,6 +37,7 @@ from domains.models import (
     KeyState,
 )
 from domains.records import records_for
+from domains.roles import Capability
 from domains.tenancy import TenancyError, add_domain, delete_domain
 
 FETCH_HEADER_VALUE = "fetch"  # what the page's script sends in X-Requested-With
@@ -64,28 +67,28 @@ def is_fetch(request: HttpRequest) -> bool:
 
 @login_required
 def overview(request: HttpRequest) -> HttpResponse:
+    """The tenant's Overview: setup checklist, volume, level, domains, queue, failures
+    (domains/overview.py reads it all in a fixed number of queries)."""
     tenant = current_tenant(request)
-    context: dict[str, Any] = {"domains": [], "recent_messages": []}
-    if tenant is not None:
-        context["domains"] = Domain.objects.for_tenant(tenant)
-        context["recent_messages"] = Message.objects.filter(tenant=tenant).prefetch_related(
-            "recipients"
-        )[:20]
-    return render(request, "dashboard/overview.html", context)
+    page = overview_page.overview(tenant) if tenant is not None else None
+    return render(request, "dashboard/overview.html", {"page": page})
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def domain_list(request: HttpRequest) -> HttpResponse:
-    """The tenant's sending domains, and the form that adds one."""
+    """The tenant's sending domains, and the form that adds one (admins and owners)."""
     tenant = current_tenant(request)
     form = AddDomainForm(request.POST if request.method == "POST" else None)
     if form.is_bound:
         if tenant is None:
             raise Http404("No tenant")
+        require(request, Capability.MANAGE_DOMAINS)
         if form.is_valid():
             try:
-                domain = add_domain(tenant=tenant, name=form.cleaned_data["name"])
+                with transaction.atomic():
+                    domain = add_domain(tenant=tenant, name=form.cleaned_data["name"])
+                    record(request, domain, "domain.added")
             except TenancyError as exc:
                 form.add_error("name", str(exc))
             else:
@@ -107,11 +110,15 @@ def domain_list(request: HttpRequest) -> HttpResponse:
 DomainView = Callable[[HttpRequest, Domain], HttpResponse]
 
 
-def domain_view(*methods: str) -> Callable[[DomainView], Callable[..., HttpResponse]]:
-    """A view of one of the current tenant's domains, allowed for ``methods``.
+def domain_view(
+    *methods: str, capability: Capability | None = None
+) -> Callable[[DomainView], Callable[..., HttpResponse]]:
+    """A view of one of the current tenant's domains, allowed for ``methods`` and, with
+    ``capability``, only to members whose role grants it (others: 403, nothing changes).
 
-    The domain is looked up before the method is checked, so another tenant's domain is
-    a 404 whatever the method, and the view receives the domain, never a bare id.
+    The domain is looked up before the method and the role are checked, so another
+    tenant's domain is a 404 whatever the method, and the view receives the domain, never
+    a bare id.
     """
 
     def decorate(view: DomainView) -> Callable[..., HttpResponse]:
@@ -121,6 +128,8 @@ def domain_view(*methods: str) -> Callable[[DomainView], Callable[..., HttpRespo
             domain = get_domain_for(request, pk)
             if request.method not in methods:
                 return HttpResponseNotAllowed(methods)
+            if capability is not None:
+                require(request, capability)
             return view(request, domain)
 
         return wrapper
@@ -136,10 +145,17 @@ def domain_detail(request: HttpRequest, domain: Domain) -> HttpResponse:
 # -- actions on one domain (all POST) -------------------------------------------------------
 
 
-@domain_view("POST")
+def record(request: HttpRequest, domain: Domain, action: str, **detail: Any) -> None:
+    """The audit row of a change to ``domain``, named by its ASCII name."""
+    audit.record(request, tenant=domain.tenant_id, action=action, target=domain.name, **detail)
+
+
+@domain_view("POST", capability=Capability.MANAGE_DOMAINS)
 def check_now(request: HttpRequest, domain: Domain) -> HttpResponse:
     """Run the DNS checks now (a few seconds at most: every query has a timeout)."""
     report = check_domain(domain)
+    # Recorded after the DNS queries: no transaction is held across them.
+    record(request, domain, "domain.checked", score=report.score, partial=report.partial)
     domain.refresh_from_db()
     if is_fetch(request):
         keys_changed = any(event.type in KEY_EVENTS for event in report.events)
@@ -155,26 +171,32 @@ def check_now(request: HttpRequest, domain: Domain) -> HttpResponse:
     return redirect(_domain_url(domain, "health-h"))
 
 
-@domain_view("POST")
+@domain_view("POST", capability=Capability.MANAGE_DOMAINS)
 def disable(request: HttpRequest, domain: Domain) -> HttpResponse:
-    domain.disable()
+    with transaction.atomic():
+        domain.disable()
+        record(request, domain, "domain.disabled")
     messages.success(request, f"{domain.display_name} is disabled: it sends no mail until enabled.")
     return redirect(_domain_url(domain))
 
 
-@domain_view("POST")
+@domain_view("POST", capability=Capability.MANAGE_DOMAINS)
 def enable(request: HttpRequest, domain: Domain) -> HttpResponse:
-    domain.enable()
+    with transaction.atomic():
+        domain.enable()
+        record(request, domain, "domain.enabled", status=domain.status)
     messages.success(
         request, f"{domain.display_name} is enabled. Status: {domain.get_status_display()}."
     )
     return redirect(_domain_url(domain))
 
 
-@domain_view("POST")
+@domain_view("POST", capability=Capability.MANAGE_DOMAINS)
 def require_tls(request: HttpRequest, domain: Domain) -> HttpResponse:
     """Turn the domain's "require TLS" on (``required=1``) or off (anything else)."""
-    domain.set_require_tls(request.POST.get("required") == "1")
+    with transaction.atomic():
+        domain.set_require_tls(request.POST.get("required") == "1")
+        record(request, domain, "domain.require_tls_changed", require_tls=domain.require_tls)
     if domain.require_tls:
         text = "its mail is relayed only over TLS with a verified certificate, else deferred."
     else:
@@ -183,14 +205,16 @@ def require_tls(request: HttpRequest, domain: Domain) -> HttpResponse:
     return redirect(_domain_url(domain))
 
 
-@domain_view("GET", "HEAD", "POST")
+@domain_view("GET", "HEAD", "POST", capability=Capability.MANAGE_DOMAINS)
 def delete(request: HttpRequest, domain: Domain) -> HttpResponse:
     """GET asks for confirmation; POST deletes (refused once the domain has sent mail)."""
     if request.method != "POST":
         return render(request, "dashboard/domain_delete.html", {"domain": domain})
     name = domain.display_name
     try:
-        delete_domain(domain=domain)
+        with transaction.atomic():
+            record(request, domain, "domain.deleted")
+            delete_domain(domain=domain)
     except TenancyError as exc:
         messages.error(request, f"{name} was not deleted. {exc}")
         return redirect(_domain_url(domain, "actions-h"))
@@ -198,7 +222,7 @@ def delete(request: HttpRequest, domain: Domain) -> HttpResponse:
     return redirect("dashboard:domains")
 
 
-@domain_view("POST")
+@domain_view("POST", capability=Capability.MANAGE_DOMAINS)
 def rotate_key(request: HttpRequest, domain: Domain) -> HttpResponse:
     """A new DKIM key of the chosen algorithm; it signs once a check sees its record."""
     form = RotateKeyForm(request.POST)
@@ -206,7 +230,10 @@ def rotate_key(request: HttpRequest, domain: Domain) -> HttpResponse:
         messages.error(request, "Choose a key type: RSA or Ed25519.")
         return redirect(_domain_url(domain, "keys-h"))
     try:
-        key = start_rotation(domain=domain, algorithm=form.cleaned_data["algorithm"])
+        with transaction.atomic():
+            key = start_rotation(domain=domain, algorithm=form.cleaned_data["algorithm"])
+            detail = {"selector": key.selector, "algorithm": key.algorithm}
+            record(request, domain, "domain.key_rotated", **detail)
     except KeyActionError as exc:
         messages.error(request, str(exc))
     else:

@@ -1,6 +1,8 @@
 from django import forms
 from django.contrib import admin
 
+from domains import audit
+from domains.admin import AuditedAdmin
 from reputation.levels import pin, unpin
 from reputation.models import (
     DailyStats,
@@ -12,11 +14,14 @@ from reputation.models import (
     WarmupCounter,
 )
 from reputation.suppressions import SuppressionError, normalize_address
+from sendmsg import admin_overview
 
 
 @admin.register(InboundReport)
 class InboundReportAdmin(admin.ModelAdmin):
     list_display = ["received_at", "tenant", "recipient", "envelope_from", "peer"]
+    list_select_related = ["tenant", "recipient"]
+    date_hierarchy = "received_at"
     search_fields = ["recipient__address", "envelope_from"]
     exclude = ["raw"]
     raw_id_fields = ["tenant", "recipient"]
@@ -38,8 +43,11 @@ class SuppressionAdminForm(forms.ModelForm):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(admin.ModelAdmin):
+class SuppressionAdmin(AuditedAdmin, admin.ModelAdmin):
     """The global view of every tenant's suppression list: by tenant, reason and date."""
+
+    audit_name = "suppression"
+    audit_verbs = {"add": "added", "change": "changed", "delete": "removed"}
 
     form = SuppressionAdminForm
     list_display = ["tenant", "address", "reason", "created_at", "note"]
@@ -56,6 +64,7 @@ class SendCounterAdmin(admin.ModelAdmin):
 
     list_display = ["tenant", "hour", "count"]
     list_filter = ["hour"]
+    list_select_related = ["tenant"]
     search_fields = ["tenant__name"]
     readonly_fields = ["tenant", "hour", "count"]
 
@@ -104,11 +113,34 @@ class StandingAdmin(admin.ModelAdmin):
         return False  # standings are made by the rates; pin an existing one
 
     def save_model(self, request, obj: Standing, form, change) -> None:
+        # The admin saves inside a transaction: the change and its audit row go together.
         was_pinned = Standing.objects.filter(pk=obj.pk, pinned=True).exists()
+        target = obj.domain.name if obj.domain else obj.tenant.name
         if obj.pinned:
             pin(obj.tenant, obj.level, reason=obj.pin_reason, actor=request.user, domain=obj.domain)
+            audit.record(
+                request,
+                tenant=obj.tenant,
+                action="reputation.pinned",
+                target=target,
+                level=obj.level,
+                reason=obj.pin_reason,
+            )
+            self.message_user(request, f"{target}: level pinned at {obj.level}.")
         elif was_pinned:
-            unpin(obj.tenant, reason=obj.pin_reason, actor=request.user, domain=obj.domain)
+            reason = obj.pin_reason
+            standing = unpin(obj.tenant, reason=reason, actor=request.user, domain=obj.domain)
+            audit.record(
+                request,
+                tenant=obj.tenant,
+                action="reputation.unpinned",
+                target=target,
+                level=standing.level,
+                reason=reason,
+            )
+            self.message_user(
+                request, f"{target}: unpinned; the rates put it at level {standing.level}."
+            )
         obj.refresh_from_db()
 
 
@@ -168,3 +200,8 @@ class WarmupCounterAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+# The operators' overview page reads every app; reputation's admin, which may read the
+# others, mounts it on the default admin site.
+admin_overview.install(admin.site)

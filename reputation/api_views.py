@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 
+from django.db import transaction
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
@@ -20,11 +21,14 @@ from rest_framework.views import APIView
 
 from delivery.api.errors import ApiError
 from delivery.api.send_serializers import ErrorSerializer
+from domains import audit
 from domains.models import Tenant
+from domains.roles import Capability
 from reputation import suppressions
 from reputation.models import Suppression, SuppressionReason
 from reputation.suppression_csv import export_lines, read_csv
 from reputation.suppressions import ImportRow, ImportTooLarge, SuppressionError
+from sendmsg.write_turn import write_turn
 
 # -- shapes --------------------------------------------------------------------------------
 
@@ -138,6 +142,7 @@ def refusal(exc: SuppressionError) -> ApiError:
 
 class SuppressionListView(GenericAPIView):
     serializer_class = SuppressionSerializer
+    capability = Capability.MANAGE_SUPPRESSIONS
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -178,13 +183,23 @@ class SuppressionListView(GenericAPIView):
     def post(self, request: Request) -> Response:
         form = SuppressionAddSerializer(data=request.data)
         form.is_valid(raise_exception=True)
+        tenant = tenant_of(request)
         try:
-            entry, created = suppressions.add(
-                tenant=tenant_of(request),
-                address=form.validated_data["address"],
-                note=form.validated_data["note"],
-                actor=actor_of(request),
-            )
+            with transaction.atomic():
+                entry, created = suppressions.add(
+                    tenant=tenant,
+                    address=form.validated_data["address"],
+                    note=form.validated_data["note"],
+                    actor=actor_of(request),
+                )
+                if created:
+                    audit.record(
+                        request,
+                        tenant=tenant,
+                        action="suppression.added",
+                        target=entry.address,
+                        note=entry.note,
+                    )
         except SuppressionError as exc:
             raise refusal(exc) from None
         return Response(
@@ -194,6 +209,8 @@ class SuppressionListView(GenericAPIView):
 
 
 class SuppressionDetailView(APIView):
+    capability = Capability.MANAGE_SUPPRESSIONS
+
     def entry(self, request: Request, address: str) -> Suppression:
         entry = suppressions.find(tenant=tenant_of(request), address=address)
         if entry is None:
@@ -218,12 +235,21 @@ class SuppressionDetailView(APIView):
     )
     def delete(self, request: Request, address: str) -> Response:
         entry = self.entry(request, address)
-        suppressions.remove(tenant=tenant_of(request), entry=entry, actor=actor_of(request))
+        with transaction.atomic():
+            suppressions.remove(tenant=tenant_of(request), entry=entry, actor=actor_of(request))
+            audit.record(
+                request,
+                tenant=tenant_of(request),
+                action="suppression.removed",
+                target=entry.address,
+                reason=entry.reason,
+            )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class SuppressionImportView(APIView):
     parser_classes = [JSONParser, MultiPartParser, CsvBodyParser]
+    capability = Capability.MANAGE_SUPPRESSIONS
 
     @extend_schema(
         operation_id="import_suppressions",
@@ -280,9 +306,7 @@ class SuppressionImportView(APIView):
         try:
             suppressions.check_size(_content_length(request))  # before the body is read
             rows = self.rows(request)
-            result = suppressions.import_rows(
-                tenant=tenant_of(request), rows=rows, actor=actor_of(request)
-            )
+            result = import_and_record(request, tenant=tenant_of(request), rows=rows)
         except SuppressionError as exc:
             raise refusal(exc) from None
         return Response(ImportResultSerializer(result).data)
@@ -302,6 +326,25 @@ class SuppressionImportView(APIView):
             )
         suppressions.check_size(upload.size)
         return read_csv(upload, limit=suppressions.import_limit())
+
+
+def import_and_record(
+    request: Request, *, tenant: Tenant, rows: list[ImportRow]
+) -> suppressions.ImportResult:
+    """Import ``rows`` and leave one audit row with the counts, in one transaction (the
+    write turn is taken first, as import_rows does on its own)."""
+    with write_turn(), transaction.atomic():
+        result = suppressions.import_rows(tenant=tenant, rows=rows, actor=actor_of(request))
+        audit.record(
+            request,
+            tenant=tenant,
+            action="suppression.imported",
+            target=f"{len(rows)} rows",
+            added=result.added,
+            already_present=result.already_present,
+            invalid=len(result.invalid),
+        )
+    return result
 
 
 def _content_length(request: Request) -> int:

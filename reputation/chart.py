@@ -150,36 +150,50 @@ def nice_scale(value: int) -> int:
     return next(m * power for m in (1, 2, 5, 10) if value <= m * power)
 
 
-def daily_chart(days: list[Day], *, width: int = 640, height: int = 270) -> Chart:
-    """Geometry for ``days`` (oldest first, at least one): volume on top, hard bounces
-    and complaints below."""
+PanelSpec = tuple[str, list[Series]]
+"""A panel's title and the series drawn in it."""
+
+REPUTATION_PANELS: list[PanelSpec] = [
+    (
+        "Volume",
+        [Series("accepted", "Accepted", "accepted"), Series("delivered", "Delivered", "delivered")],
+    ),
+    (
+        "Hard bounces and complaints",
+        [
+            Series("hard_bounced", "Hard bounces", "bounced"),
+            Series("complained", "Complaints", "complained"),
+        ],
+    ),
+]
+VOLUME_PANELS: list[PanelSpec] = [
+    REPUTATION_PANELS[0],
+    (
+        "Bounces and complaints",
+        [
+            Series("soft_bounced", "Soft bounces", "soft"),
+            *REPUTATION_PANELS[1][1],
+        ],
+    ),
+]
+"""The Overview's chart: the same volume, and every kind of failure the counts keep."""
+
+
+def daily_chart(
+    days: list[Day],
+    *,
+    width: int = 640,
+    height: int = 270,
+    panels: list[PanelSpec] = REPUTATION_PANELS,
+) -> Chart:
+    """Geometry for ``days`` (oldest first, at least one) in two panels, each with its own
+    scale: by default volume on top, hard bounces and complaints below."""
     left, right = 48.0, width - 8.0
     step = (right - left) / len(days)
-    panels = [
-        _panel(
-            "Volume",
-            days,
-            top=24.0,
-            bottom=140.0,
-            series=[
-                Series("accepted", "Accepted", "accepted"),
-                Series("delivered", "Delivered", "delivered"),
-            ],
-            left=left,
-            step=step,
-        ),
-        _panel(
-            "Hard bounces and complaints",
-            days,
-            top=174.0,
-            bottom=238.0,
-            series=[
-                Series("hard_bounced", "Hard bounces", "bounced"),
-                Series("complained", "Complaints", "complained"),
-            ],
-            left=left,
-            step=step,
-        ),
+    places = [(24.0, 140.0), (174.0, 238.0)]
+    drawn = [
+        _panel(title, days, top=top, bottom=bottom, series=series, left=left, step=step)
+        for (title, series), (top, bottom) in zip(panels, places, strict=True)
     ]
     columns = [Column(x=left + i * step, width=step, day=day) for i, day in enumerate(days)]
     marks = sorted({0, len(days) // 2, len(days) - 1})
@@ -191,7 +205,7 @@ def daily_chart(days: list[Day], *, width: int = 640, height: int = 270) -> Char
         right=right,
         axis_y=height - 14.0,
         days=days,
-        panels=panels,
+        panels=drawn,
         columns=columns,
         ticks=ticks,
     )

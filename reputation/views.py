@@ -14,18 +14,22 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from domains.current import current_tenant
+from domains import audit
+from domains.current import current_tenant, require, requires
 from domains.models import Tenant
+from domains.roles import Capability
 from reputation import suppressions
 from reputation.forms import SuppressionAddForm, SuppressionFilterForm, SuppressionImportForm
 from reputation.models import Suppression
 from reputation.suppression_csv import export_lines, read_csv
 from reputation.suppressions import ImportResult, ImportTooLarge, SuppressionError
+from sendmsg.write_turn import write_turn
 
 PAGE_SIZE = 50
 IMPORT_SESSION_KEY = "suppression_import"
@@ -61,15 +65,25 @@ def suppression_list(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return list_page(request, current_tenant(request))
     tenant = tenant_or_404(request)
+    require(request, Capability.MANAGE_SUPPRESSIONS)
     form = SuppressionAddForm(request.POST)
     if form.is_valid():
         try:
-            entry, created = suppressions.add(
-                tenant=tenant,
-                address=form.cleaned_data["address"],
-                note=form.cleaned_data["note"],
-                actor=actor_of(request),
-            )
+            with transaction.atomic():
+                entry, created = suppressions.add(
+                    tenant=tenant,
+                    address=form.cleaned_data["address"],
+                    note=form.cleaned_data["note"],
+                    actor=actor_of(request),
+                )
+                if created:
+                    audit.record(
+                        request,
+                        tenant=tenant,
+                        action="suppression.added",
+                        target=entry.address,
+                        note=entry.note,
+                    )
         except SuppressionError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         else:
@@ -120,9 +134,18 @@ def list_page(
 def suppression_remove(request: HttpRequest, pk: int) -> HttpResponse:
     """GET asks for confirmation; POST takes the address off the list."""
     entry = get_entry_for(request, pk)
+    tenant = require(request, Capability.MANAGE_SUPPRESSIONS)
     if request.method != "POST":
         return render(request, "dashboard/suppression_remove.html", {"entry": entry})
-    suppressions.remove(tenant=tenant_or_404(request), entry=entry, actor=actor_of(request))
+    with transaction.atomic():
+        suppressions.remove(tenant=tenant, entry=entry, actor=actor_of(request))
+        audit.record(
+            request,
+            tenant=tenant,
+            action="suppression.removed",
+            target=entry.address,
+            reason=entry.reason,
+        )
     messages.success(request, f"{entry.address} removed: the next message to it is sent.")
     return redirect("suppressions:list")
 
@@ -132,6 +155,7 @@ def suppression_remove(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+@requires(Capability.MANAGE_SUPPRESSIONS)
 def suppression_import(request: HttpRequest) -> HttpResponse:
     tenant = tenant_or_404(request)
     form = SuppressionImportForm(request.POST, request.FILES)
@@ -141,7 +165,19 @@ def suppression_import(request: HttpRequest) -> HttpResponse:
         try:
             suppressions.check_size(upload.size)
             rows = read_csv(upload, limit=suppressions.import_limit())
-            result = suppressions.import_rows(tenant=tenant, rows=rows, actor=actor_of(request))
+            # The write turn first, as import_rows takes it on its own; the audit row with
+            # the counts is stored with the entries or not at all.
+            with write_turn(), transaction.atomic():
+                result = suppressions.import_rows(tenant=tenant, rows=rows, actor=actor_of(request))
+                audit.record(
+                    request,
+                    tenant=tenant,
+                    action="suppression.imported",
+                    target=upload.name,
+                    added=result.added,
+                    already_present=result.already_present,
+                    invalid=len(result.invalid),
+                )
         except SuppressionError as exc:
             form.add_error("file", f"Nothing was imported. {exc.message}")
             status = 413 if isinstance(exc, ImportTooLarge) else 400

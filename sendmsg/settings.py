@@ -40,9 +40,28 @@ SENDMSG_RETURN_PATH_LABEL = env_str("SENDMSG_RETURN_PATH_LABEL", "rp")
 # Where the web process is reached from outside (scheme and host, no path): one-click
 # unsubscribe links (delivery/unsubscribe.py) point at <this>/u/<token>.
 SENDMSG_PUBLIC_URL = env_str("SENDMSG_PUBLIC_URL", f"https://{SENDMSG_HOSTNAME}")
+# Mail the platform sends itself (password resets, invitations) goes through the same
+# accept path as a tenant's, from this address on the domain of the platform's own tenant,
+# which `manage.py bootstrap` creates (sendmsg/platform_mail.py).
+SENDMSG_PLATFORM_FROM = env_str("SENDMSG_PLATFORM_FROM", f"sendmsg@{SENDMSG_HOSTNAME}")
+SENDMSG_PLATFORM_TENANT = env_str("SENDMSG_PLATFORM_TENANT", "platform")
+EMAIL_BACKEND = "sendmsg.platform_mail.EmailBackend"
+DEFAULT_FROM_EMAIL = f"sendmsg <{SENDMSG_PLATFORM_FROM}>"
+SERVER_EMAIL = SENDMSG_PLATFORM_FROM
+# Accounts (domains/accounts.py): anyone may sign up and get a tenant, or (false) people
+# join only by invitation. Sign-ups and password reset requests per client address and
+# hour; days an invitation link stays valid.
+SENDMSG_OPEN_SIGNUP = env_bool("SENDMSG_OPEN_SIGNUP", True)
+SENDMSG_SIGNUP_PER_HOUR = env_int("SENDMSG_SIGNUP_PER_HOUR", 10)
+SENDMSG_PASSWORD_RESET_PER_HOUR = env_int("SENDMSG_PASSWORD_RESET_PER_HOUR", 10)
+SENDMSG_INVITATION_DAYS = env_int("SENDMSG_INVITATION_DAYS", 7)
 
 ALLOWED_HOSTS = env_list("SENDMSG_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("SENDMSG_CSRF_TRUSTED_ORIGINS", [])
+# Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For is believed: a
+# request from one gets REMOTE_ADDR from the header's rightmost untrusted hop
+# (sendmsg/proxy.py). Empty: REMOTE_ADDR is the peer, whatever the header says.
+SENDMSG_TRUSTED_PROXIES = env_list("SENDMSG_TRUSTED_PROXIES", [])
 
 SENDMSG_BIND = env_str("SENDMSG_BIND", "127.0.0.1")
 SENDMSG_WEB_PORT = env_int("SENDMSG_WEB_PORT", 8000)
@@ -204,6 +223,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "sendmsg.proxy.TrustedProxyMiddleware",  # first: everything after sees the client
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -304,6 +324,8 @@ SECURE = env_bool("SENDMSG_SECURE", False)
 SESSION_COOKIE_SECURE = SECURE
 CSRF_COOKIE_SECURE = SECURE
 SECURE_SSL_REDIRECT = SECURE
+# Probes and scrapers speak plain HTTP to the process itself, behind the TLS proxy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = 31536000 if SECURE else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
 SECURE_HSTS_PRELOAD = SECURE

@@ -1,59 +1,21 @@
-"""The dashboard in a real Chromium (Playwright, sync API) against a live server.
-
-Debian's chromium at /usr/bin/chromium; `playwright install` is never needed. Playwright's
-sync API runs an event loop in the test thread, so Django's ORM calls from this thread
-need DJANGO_ALLOW_ASYNC_UNSAFE while the browser is up (the live server's own thread is
-unaffected).
-"""
+"""The dashboard in a real Chromium against a live server (tests/browser.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import expect
 
 from domains.models import Domain, DomainStatus
 from tests.conftest import publish_domain
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-]
 PASSWORD = "browser-test-pw-1"
 
 # No skip when Chromium is missing: `make test` installs it, and a skipped browser test
 # would hide that the dashboard went untested.
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def allow_orm_beside_playwright(monkeypatch) -> None:
-    # Autouse, so it is set up before the database fixtures and torn down after them.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture
-def chromium_page(live_server) -> Iterator[Page]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(base_url=live_server.url)
-        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
-        context.set_default_timeout(10_000)
-        page = context.new_page()
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("allow_orm_beside_playwright"),
+]
 
 
 def test_add_domain_copy_a_record_and_check_without_reload(owner, dns_server, chromium_page):

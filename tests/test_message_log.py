@@ -663,9 +663,9 @@ def test_defaults_and_the_hourly_schedule():
 
 @pytest.fixture
 def browser_page(monkeypatch, live_server):
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
-    # Playwright's sync API runs an event loop in this thread (see tests/test_browser.py).
+    # Playwright's sync API runs an event loop in this thread (see tests/browser.py).
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     from playwright.sync_api import sync_playwright
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -19,10 +20,12 @@ from delivery.api.domain_serializers import (
     RotateKeySerializer,
 )
 from delivery.api.views import TenantScoped
+from domains import audit
 from domains.checks.run import check_domain
 from domains.dkim_keys import KeyActionError, start_rotation
 from domains.models import Domain
 from domains.records import records_for
+from domains.roles import Capability
 from domains.tenancy import TenancyError, add_domain, delete_domain
 
 
@@ -39,16 +42,24 @@ class DomainViewSet(
 ):
     model = Domain
     serializer_class = DomainSerializer
+    capability = Capability.MANAGE_DOMAINS
 
     def get_queryset(self):
         return self.tenant_queryset().prefetch_related("dkim_keys")
+
+    def record(self, domain: Domain, action: str, **detail) -> None:
+        audit.record(
+            self.request, tenant=domain.tenant_id, action=action, target=domain.name, **detail
+        )
 
     @extend_schema(request=DomainCreateSerializer, responses={201: DomainSerializer})
     def create(self, request):
         form = DomainCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            domain = add_domain(tenant=request.auth.tenant, name=form.validated_data["name"])
+            with transaction.atomic():
+                domain = add_domain(tenant=request.auth.tenant, name=form.validated_data["name"])
+                self.record(domain, "domain.added")
         except TenancyError as exc:
             raise ValidationError({"name": [str(exc)]}) from None
         return Response(DomainSerializer(domain).data, status=status.HTTP_201_CREATED)
@@ -58,12 +69,22 @@ class DomainViewSet(
         domain = self.get_object()
         form = DomainSettingsSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        domain.set_require_tls(form.validated_data["require_tls"])
+        with transaction.atomic():
+            domain.set_require_tls(form.validated_data["require_tls"])
+            self.record(domain, "domain.require_tls_changed", require_tls=domain.require_tls)
         return Response(DomainSerializer(domain).data)
 
     def perform_destroy(self, domain):
         try:
-            delete_domain(domain=domain)
+            with transaction.atomic():
+                name = domain.name
+                delete_domain(domain=domain)
+                audit.record(
+                    self.request,
+                    tenant=self.request.auth.tenant_id,
+                    action="domain.deleted",
+                    target=name,
+                )
         except TenancyError as exc:
             raise Conflict({"detail": str(exc)}) from None
 
@@ -76,7 +97,9 @@ class DomainViewSet(
     @action(detail=True, methods=["post"])
     def check(self, request, pk=None):
         domain = self.get_object()
-        check_domain(domain)
+        # DNS queries: no transaction held across them; the row is written after.
+        report = check_domain(domain)
+        self.record(domain, "domain.checked", score=report.score, partial=report.partial)
         return Response(DomainCheckSerializer(domain.checks.first()).data)
 
     @extend_schema(request=None, responses=DomainCheckSerializer(many=True))
@@ -98,7 +121,11 @@ class DomainViewSet(
         form = RotateKeySerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            key = start_rotation(domain=domain, algorithm=form.validated_data["algorithm"])
+            with transaction.atomic():
+                key = start_rotation(domain=domain, algorithm=form.validated_data["algorithm"])
+                self.record(
+                    domain, "domain.key_rotated", selector=key.selector, algorithm=key.algorithm
+                )
         except KeyActionError as exc:
             raise Conflict({"detail": str(exc)}) from None
         return Response(DkimKeySerializer(key).data, status=status.HTTP_201_CREATED)
@@ -107,12 +134,16 @@ class DomainViewSet(
     @action(detail=True, methods=["post"])
     def disable(self, request, pk=None):
         domain = self.get_object()
-        domain.disable()
+        with transaction.atomic():
+            domain.disable()
+            self.record(domain, "domain.disabled")
         return Response(DomainSerializer(domain).data)
 
     @extend_schema(request=None, responses=DomainSerializer)
     @action(detail=True, methods=["post"])
     def enable(self, request, pk=None):
         domain = self.get_object()
-        domain.enable()
+        with transaction.atomic():
+            domain.enable()
+            self.record(domain, "domain.enabled", status=domain.status)
         return Response(DomainSerializer(domain).data)

@@ -26,6 +26,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "unauthenticated": 401,
     "invalid_api_key": 401,
     "forbidden": 403,
+    "role_forbidden": 403,
     "sender_not_allowed": 403,
     "account_suspended": 403,
     "reputation_suspended": 403,

@@ -12,6 +12,8 @@ id (one message for all recipients, where Postal stores one per recipient); ``bo
 accepted and ignored; ``sender`` (the Sender: header) must be on a verified domain of
 yours; refusals Postal has no code for get codes of ours in its style (table below); the
 raw endpoint's missing parameters also carry ``data.code`` (NoMailFrom, NoRcptTo, NoData).
+A key whose role may not send (a viewer key) gets ``AccessDenied``, Postal's code for a
+caller who may not use the endpoint, with a message naming the role it needs.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ from rest_framework.views import APIView
 
 from delivery import mime
 from delivery.accept import AcceptError, Sender, check_sender_domain
+from delivery.api.auth import role_forbidden
 from delivery.api.errors import ApiError, from_accept_error
 from delivery.api.send_views import Prepared, accept, body_limit, body_too_large
 from delivery.credentials import check_api_key
 from delivery.models import ApiKey, Message
+from domains.roles import Capability, can
 
 KEY_HEADER = "X-Server-API-Key"
 MAX_PER_FIELD = 50
@@ -387,6 +391,10 @@ class PostalView(APIView):
             if request.headers.get(KEY_HEADER, "").strip():
                 raise PostalError("InvalidServerAPIKey")
             raise PostalError("AccessDenied")
+        if not can(request.auth.role, Capability.SEND):
+            raise PostalError(
+                "AccessDenied", role_forbidden(request.auth.role, Capability.SEND).message
+            )
         if request.auth.tenant.suspended:
             raise PostalError("ServerSuspended")
         return Sender(tenant_id=request.auth.tenant_id)

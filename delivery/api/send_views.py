@@ -34,6 +34,7 @@ from delivery.api.errors import (
 )
 from delivery.mime import MessageError, build_message, envelope_recipients
 from delivery.models import IdempotencyKey, Message, Source
+from domains.roles import Capability
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -215,6 +216,7 @@ class SendApiView(APIView):
     """JSON in, our error shape out, bodies over the limit refused before parsing."""
 
     parser_classes = [JSONParser]
+    capability = Capability.SEND
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)

@@ -1,5 +1,6 @@
 """REST API views: each reads through the key's tenant, so other tenants' rows are 404."""
 
+from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import viewsets
@@ -12,6 +13,8 @@ from delivery.api.message_serializers import MessageDetailSerializer, MessageSum
 from delivery.api.send_serializers import ErrorSerializer
 from delivery.api.serializers import CancelResultSerializer, MessageSerializer
 from delivery.models import Message, Recipient, RecipientState
+from domains import audit
+from domains.roles import Capability
 
 
 class TenantScoped:
@@ -54,6 +57,7 @@ class MessageViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     model = Message
     serializer_class = MessageSerializer
     lookup_field = "queue_id"
+    capability = Capability.SEND  # cancelling queued mail is a queue action
 
     def get_serializer_class(self):
         if self.action == "list":
@@ -125,9 +129,18 @@ class MessageViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def cancel(self, request, queue_id=None):
         message = self.get_object()
-        outcome = queue_control.apply(
-            queue_control.Action.CANCEL, Recipient.objects.filter(message=message)
-        )
+        with transaction.atomic():
+            outcome = queue_control.apply(
+                queue_control.Action.CANCEL, Recipient.objects.filter(message=message)
+            )
+            if outcome.moved:
+                audit.record(
+                    request,
+                    tenant=message.tenant_id,
+                    action="message.cancelled",
+                    target=message.queue_id,
+                    recipients=len(outcome.moved),
+                )
         if not outcome.moved:
             raise ApiError(
                 "conflict",

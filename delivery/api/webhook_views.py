@@ -5,6 +5,7 @@ delivery.webhooks.endpoints."""
 
 from __future__ import annotations
 
+from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
@@ -20,6 +21,8 @@ from delivery.models import (
 )
 from delivery.webhooks import endpoints
 from delivery.webhooks.endpoints import WebhookError
+from domains import audit
+from domains.roles import Capability
 
 
 class WebhookEndpointSerializer(serializers.ModelSerializer):
@@ -128,12 +131,27 @@ def _with_secret(endpoint: WebhookEndpoint, secret: str) -> dict:
     return NewWebhookSecretSerializer(endpoint).data
 
 
+def endpoint_detail(endpoint: WebhookEndpoint) -> dict:
+    """What the audit log keeps of an endpoint: never its secret."""
+    return {
+        "event_types": list(endpoint.event_types),
+        "active": endpoint.active,
+        "description": endpoint.description,
+    }
+
+
 class WebhookEndpointViewSet(TenantScoped, viewsets.ModelViewSet):
     model = WebhookEndpoint
     serializer_class = WebhookEndpointSerializer
+    capability = Capability.MANAGE_WEBHOOKS
 
     def get_queryset(self):
         return self.tenant_queryset().order_by("-created_at", "-pk")
+
+    def record(self, endpoint: WebhookEndpoint, action: str, **detail) -> None:
+        audit.record(
+            self.request, tenant=endpoint.tenant_id, action=action, target=endpoint.url, **detail
+        )
 
     @extend_schema(responses={201: NewWebhookSecretSerializer})
     def create(self, request):
@@ -141,13 +159,17 @@ class WebhookEndpointViewSet(TenantScoped, viewsets.ModelViewSet):
         form.is_valid(raise_exception=True)
         data = form.validated_data
         try:
-            endpoint, secret = endpoints.create_endpoint(
-                tenant=request.auth.tenant,
-                url=data["url"],
-                event_types=data["event_types"],
-                description=data.get("description", ""),
-                active=data.get("active", True),
-            )
+            # The URL's DNS check runs before the first statement, so the transaction
+            # holds nothing while it waits.
+            with transaction.atomic():
+                endpoint, secret = endpoints.create_endpoint(
+                    tenant=request.auth.tenant,
+                    url=data["url"],
+                    event_types=data["event_types"],
+                    description=data.get("description", ""),
+                    active=data.get("active", True),
+                )
+                self.record(endpoint, "webhook.created", **endpoint_detail(endpoint))
         except WebhookError as exc:
             raise _refusal(exc) from None
         return Response(_with_secret(endpoint, secret), status=status.HTTP_201_CREATED)
@@ -158,19 +180,26 @@ class WebhookEndpointViewSet(TenantScoped, viewsets.ModelViewSet):
         form.is_valid(raise_exception=True)
         data = form.validated_data
         try:
-            endpoints.update_endpoint(
-                endpoint,
-                url=data.get("url"),
-                event_types=data.get("event_types"),
-                description=data.get("description"),
-                active=data.get("active"),
-            )
+            with transaction.atomic():  # as in create: the DNS check comes first
+                endpoints.update_endpoint(
+                    endpoint,
+                    url=data.get("url"),
+                    event_types=data.get("event_types"),
+                    description=data.get("description"),
+                    active=data.get("active"),
+                )
+                self.record(endpoint, "webhook.updated", **endpoint_detail(endpoint))
         except WebhookError as exc:
             raise _refusal(exc) from None
         return Response(WebhookEndpointSerializer(endpoint).data)
 
     def partial_update(self, request, pk=None):
         return self.update(request, pk=pk, partial=True)
+
+    def perform_destroy(self, endpoint: WebhookEndpoint) -> None:
+        with transaction.atomic():
+            self.record(endpoint, "webhook.deleted")
+            endpoint.delete()
 
     @extend_schema(
         operation_id="webhooks_rotate_secret",
@@ -183,10 +212,11 @@ class WebhookEndpointViewSet(TenantScoped, viewsets.ModelViewSet):
         endpoint = self.get_object()
         form = RotateSecretSerializer(data=request.data)
         form.is_valid(raise_exception=True)
+        keep_hours = form.validated_data["keep_previous_hours"]
         try:
-            secret = endpoints.rotate_secret(
-                endpoint, keep_previous_hours=form.validated_data["keep_previous_hours"]
-            )
+            with transaction.atomic():
+                secret = endpoints.rotate_secret(endpoint, keep_previous_hours=keep_hours)
+                self.record(endpoint, "webhook.secret_rotated", keep_previous_hours=keep_hours)
         except WebhookError as exc:
             raise _refusal(exc) from None
         return Response(_with_secret(endpoint, secret))
@@ -214,5 +244,13 @@ class WebhookEndpointViewSet(TenantScoped, viewsets.ModelViewSet):
     )
     @action(detail=True, methods=["post"])
     def test(self, request, pk=None):
-        attempt = endpoints.send_test(self.get_object())
+        endpoint = self.get_object()
+        # An HTTP request to the tenant's URL: recorded after it, never inside a transaction.
+        attempt = endpoints.send_test(endpoint)
+        self.record(
+            endpoint,
+            "webhook.test_sent",
+            succeeded=attempt.succeeded,
+            status_code=attempt.status_code,
+        )
         return Response(WebhookAttemptSerializer(attempt).data)

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -25,8 +26,10 @@ from delivery.models import WEBHOOK_EVENT_CHOICES, WEBHOOK_EVENT_TYPES, WebhookE
 from delivery.webhooks import endpoints
 from delivery.webhooks.endpoints import DEFAULT_KEEP_PREVIOUS_HOURS, WebhookError
 from delivery.webhooks.forms import RotateSecretForm, WebhookEndpointForm
-from domains.current import current_tenant
+from domains import audit
+from domains.current import current_tenant, require, require_for_change
 from domains.models import Tenant
+from domains.roles import Capability
 
 NEW_SECRET_SESSION_KEY = "webhook_new_secret"
 RECENT_ATTEMPTS = 50
@@ -43,9 +46,12 @@ def get_endpoint_for(request: HttpRequest, pk: int) -> WebhookEndpoint:
     return endpoint
 
 
-def endpoint_view(*methods: str) -> Callable[[EndpointView], Callable[..., HttpResponse]]:
+def endpoint_view(
+    *methods: str, manage: bool = True
+) -> Callable[[EndpointView], Callable[..., HttpResponse]]:
     """A view of one of the current tenant's endpoints, allowed for ``methods``; the row is
-    looked up first, so another tenant's is a 404 whatever the method."""
+    looked up first, so another tenant's is a 404 whatever the method. With ``manage``
+    (the default) the view needs MANAGE_WEBHOOKS; without, only its POST does."""
 
     def decorate(view: EndpointView) -> Callable[..., HttpResponse]:
         @login_required
@@ -54,6 +60,10 @@ def endpoint_view(*methods: str) -> Callable[[EndpointView], Callable[..., HttpR
             endpoint = get_endpoint_for(request, pk)
             if request.method not in methods:
                 return HttpResponseNotAllowed(methods)
+            if manage:
+                require(request, Capability.MANAGE_WEBHOOKS)
+            else:
+                require_for_change(request, Capability.MANAGE_WEBHOOKS)
             return view(request, endpoint)
 
         return wrapper
@@ -63,6 +73,19 @@ def endpoint_view(*methods: str) -> Callable[[EndpointView], Callable[..., HttpR
 
 def _add_error(form: WebhookEndpointForm, exc: WebhookError) -> None:
     form.add_error(exc.field if exc.field in form.fields else None, str(exc))
+
+
+def record(request: HttpRequest, endpoint: WebhookEndpoint, action: str, **detail: Any) -> None:
+    """The audit row of a change to ``endpoint`` (never its secret)."""
+    audit.record(request, tenant=endpoint.tenant_id, action=action, target=endpoint.url, **detail)
+
+
+def endpoint_detail_for_log(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    return {
+        "event_types": list(endpoint.event_types),
+        "active": endpoint.active,
+        "description": endpoint.description,
+    }
 
 
 def _detail_url(endpoint: WebhookEndpoint, anchor: str = "") -> str:
@@ -82,17 +105,22 @@ def endpoint_list(request: HttpRequest) -> HttpResponse:
         return list_page(request, tenant, form=form)
     if tenant is None:
         raise Http404("No tenant")
+    require(request, Capability.MANAGE_WEBHOOKS)
     form = WebhookEndpointForm(request.POST)
     if form.is_valid():
         data = form.cleaned_data
         try:
-            endpoint, secret = endpoints.create_endpoint(
-                tenant=tenant,
-                url=data["url"],
-                event_types=data["event_types"],
-                description=data["description"],
-                active=data["active"],
-            )
+            # The URL's DNS check runs before the first statement, so the transaction
+            # holds nothing while it waits.
+            with transaction.atomic():
+                endpoint, secret = endpoints.create_endpoint(
+                    tenant=tenant,
+                    url=data["url"],
+                    event_types=data["event_types"],
+                    description=data["description"],
+                    active=data["active"],
+                )
+                record(request, endpoint, "webhook.created", **endpoint_detail_for_log(endpoint))
         except WebhookError as exc:
             _add_error(form, exc)
         else:
@@ -117,7 +145,7 @@ def list_page(
 # -- one endpoint --------------------------------------------------------------------------
 
 
-@endpoint_view("GET", "HEAD", "POST")
+@endpoint_view("GET", "HEAD", "POST", manage=False)
 def endpoint_detail(request: HttpRequest, endpoint: WebhookEndpoint) -> HttpResponse:
     """GET shows the endpoint (with a new secret, once); POST saves the edit form."""
     if request.method != "POST":
@@ -134,13 +162,15 @@ def endpoint_detail(request: HttpRequest, endpoint: WebhookEndpoint) -> HttpResp
     if form.is_valid():
         data = form.cleaned_data
         try:
-            endpoints.update_endpoint(
-                endpoint,
-                url=data["url"],
-                event_types=data["event_types"],
-                description=data["description"],
-                active=data["active"],
-            )
+            with transaction.atomic():  # as in create: the DNS check comes first
+                endpoints.update_endpoint(
+                    endpoint,
+                    url=data["url"],
+                    event_types=data["event_types"],
+                    description=data["description"],
+                    active=data["active"],
+                )
+                record(request, endpoint, "webhook.updated", **endpoint_detail_for_log(endpoint))
         except WebhookError as exc:
             _add_error(form, exc)
         else:
@@ -183,9 +213,10 @@ def rotate_secret(request: HttpRequest, endpoint: WebhookEndpoint) -> HttpRespon
     form = RotateSecretForm(request.POST)
     form.is_valid()
     stop_now = form.cleaned_data.get("stop_previous_now", False)
-    secret = endpoints.rotate_secret(
-        endpoint, keep_previous_hours=0 if stop_now else DEFAULT_KEEP_PREVIOUS_HOURS
-    )
+    keep_hours = 0 if stop_now else DEFAULT_KEEP_PREVIOUS_HOURS
+    with transaction.atomic():
+        secret = endpoints.rotate_secret(endpoint, keep_previous_hours=keep_hours)
+        record(request, endpoint, "webhook.secret_rotated", keep_previous_hours=keep_hours)
     request.session[NEW_SECRET_SESSION_KEY] = {"pk": endpoint.pk, "secret": secret}
     if stop_now:
         messages.success(request, "New signing secret made; the old one no longer signs.")
@@ -201,6 +232,14 @@ def rotate_secret(request: HttpRequest, endpoint: WebhookEndpoint) -> HttpRespon
 @endpoint_view("POST")
 def send_test(request: HttpRequest, endpoint: WebhookEndpoint) -> HttpResponse:
     attempt = endpoints.send_test(endpoint)
+    # An HTTP request to the tenant's URL: recorded after it, never inside a transaction.
+    record(
+        request,
+        endpoint,
+        "webhook.test_sent",
+        succeeded=attempt.succeeded,
+        status_code=attempt.status_code,
+    )
     if attempt.succeeded:
         messages.success(request, f"Test ping delivered: HTTP {attempt.status_code}.")
     else:
@@ -215,6 +254,8 @@ def delete(request: HttpRequest, endpoint: WebhookEndpoint) -> HttpResponse:
     if request.method != "POST":
         return render(request, "dashboard/webhook_delete.html", {"endpoint": endpoint})
     url = endpoint.url
-    endpoint.delete()
+    with transaction.atomic():
+        record(request, endpoint, "webhook.deleted")
+        endpoint.delete()
     messages.success(request, f"Webhook endpoint {url} deleted.")
     return redirect("webhooks:list")

@@ -34,8 +34,11 @@ def local_host() -> str:
 
 def check_web() -> str:
     url = f"http://{local_host()}:{settings.SENDMSG_WEB_PORT}/readyz"
+    # Asked by a name the site answers to (ALLOWED_HOSTS), whatever address it listens on.
+    names = [h.lstrip(".") for h in settings.ALLOWED_HOSTS if h not in ("*", "")]
+    request = urllib.request.Request(url, headers={"Host": names[0] if names else "localhost"})
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:  # noqa: S310 (local)
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310 (local)
             return f"web ready ({response.status})"
     except OSError as exc:
         raise CommandError(f"web not ready: {url}: {exc}") from None

@@ -141,5 +141,39 @@
       });
   });
 
+  // A page marked [data-refresh="N"] (a message still on its way) fetches itself every N
+  // seconds while the tab is visible and swaps in its [data-live] parts by id, until the
+  // fresh page has no marker (every recipient final) or an hour has passed. Without
+  // scripts the page says to reload it.
+  function refreshLive(seconds, rounds) {
+    if (rounds <= 0) return;
+    setTimeout(function () {
+      if (document.hidden) return refreshLive(seconds, rounds);
+      fetch(window.location.href, { credentials: "same-origin" })
+        .then(function (response) {
+          if (!response.ok || response.redirected) throw new Error("HTTP " + response.status);
+          return response.text();
+        })
+        .then(function (html) {
+          var doc = new DOMParser().parseFromString(html, "text/html");
+          document.querySelectorAll("[data-live][id]").forEach(function (old) {
+            var fresh = doc.getElementById(old.id);
+            if (fresh) old.replaceWith(document.importNode(fresh, true));
+          });
+          var marker = doc.querySelector("[data-refresh]");
+          if (marker) refreshLive(seconds, rounds - 1);
+        })
+        .catch(function () {
+          // Stop quietly: the page as shown stays, and a reload shows the latest.
+        });
+    }, seconds * 1000);
+  }
+
+  var live = document.querySelector("[data-refresh]");
+  if (live && window.fetch && window.DOMParser) {
+    var every = Math.max(2, parseInt(live.getAttribute("data-refresh"), 10) || 5);
+    refreshLive(every, Math.ceil(3600 / every));
+  }
+
   revealCopyButtons(document);
 })();
