@@ -13,9 +13,11 @@ verified domain; SQLite, or the database in DATABASE_URL), then in this process:
 2. Times the message log page's server time: GETs through Django's test Client (the
    whole request: middleware, session, view, queries, template), logged in as the owner,
    for each case: the first page, a search by part of an address, a search by a whole
-   address, a filter by state, a filter by tag, a date range, and a deep page (page
-   10,000: offset 500,000). --gets GETs a case (after one untimed GET), or fewer if a
-   case runs past --time-limit seconds. Prints median and p95 per case.
+   address, a filter by state, a filter by tag, a date range, the next page (the first
+   page's Older link, ``?before=``) and a deep page (page 10,000: the page after message
+   499,950, by keyset as Older links lead there); and GET /api/v1/messages/ (first
+   page, state, part of an address) with an API key. --gets GETs a case (after one
+   untimed GET), or fewer if a case runs past --time-limit seconds. Prints median and p95 per case.
    The Overview page (domains/overview.py) is timed the same way: its queue and recent
    failures read the same recipients.
 3. The baseline, in the same run: the page of one message found by its queue id (a unique
@@ -253,6 +255,8 @@ def main() -> int:
         from django.test import Client
         from django.test.utils import setup_test_environment
 
+        from delivery.credentials import create_api_key
+        from delivery.message_log import Cursor
         from delivery.models import Message
         from domains.models import Membership
 
@@ -272,22 +276,35 @@ def main() -> int:
         client.force_login(owner)
         middle = Message.objects.filter(tenant=tenant).order_by("pk")[args.messages // 2]
         one = address_of(args.messages // 2 + 1)
+        part = one.split("@")[0] + "@"
         deep = max(1, min(10_000, args.messages // 50 // 2))
         day = (middle.created_at).date().isoformat()
+        newest = Message.objects.filter(tenant=tenant).order_by("-created_at", "-pk")
+        # Pages run from a message (?before=): the Older link of the first page, and the
+        # page a reader reaches after following Older deep - 1 times.
+        second = Cursor.of(newest[49]).encode()
+        deep_from = Cursor.of(newest[(deep - 1) * 50 - 1]).encode() if deep > 1 else second
         cases = [
             ("first page", "/messages/"),
-            ("search: part of an address", f"/messages/?recipient_contains={one.split('@')[0]}@"),
+            ("search: part of an address", f"/messages/?recipient_contains={part}"),
             ("search: a whole address", f"/messages/?recipient={one}"),
             ("filter: state bounced", "/messages/?status=bounced"),
             ("filter: tag", "/messages/?tag=bench"),
             ("filter: one day", f"/messages/?since={day}&until={day}"),
-            (f"deep page ({deep:,})", f"/messages/?page={deep}"),
+            ("next page (Older, keyset)", f"/messages/?before={second}"),
+            (f"deep page ({deep:,}, keyset)", f"/messages/?before={deep_from}"),
+            ("API: first page", "/api/v1/messages/"),
+            ("API: filter: state bounced", "/api/v1/messages/?status=bounced"),
+            ("API: search: part of an address", f"/api/v1/messages/?recipient_contains={part}"),
             ("Overview (chart, queue, recent failures)", "/"),
             ("baseline: one message by queue id", f"/messages/{middle.queue_id}/"),
         ]
+        key = create_api_key(tenant=tenant)[1]
+        api = Client(headers={"Authorization": f"Bearer {key}"})
         rows = []
         for label, url in cases:
-            times, status, length = timed_gets(client, url, args.gets, args.time_limit)
+            who = api if url.startswith("/api/") else client
+            times, status, length = timed_gets(who, url, args.gets, args.time_limit)
             rows.append((label, url, times, status, length))
             print(
                 f"  {label}: median {statistics.median(times) * 1000:.1f} ms, "

@@ -8,7 +8,6 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
@@ -44,11 +43,20 @@ def message_list(request: HttpRequest) -> HttpResponse:
     form = message_log.MessageFilterForm(request.GET)
     context: dict[str, Any] = {"form": form, "page": None, **retention()}
     if tenant is not None and form.is_valid():
-        messages = message_log.messages_for(tenant, form.filters())
-        context["page"] = Paginator(messages, PAGE_SIZE).get_page(request.GET.get("page"))
+        # Pages run from a message (keyset): ?before= for older ones, ?after= for newer.
+        before = message_log.Cursor.decode(request.GET.get("before"))
+        after = None if before else message_log.Cursor.decode(request.GET.get("after"))
+        page = message_log.page_of(
+            tenant, form.filters(), before=before, after=after, size=PAGE_SIZE
+        )
         kept = request.GET.copy()
-        kept.pop("page", None)
-        context["filter_query"] = kept.urlencode()
+        for name in ("before", "after", "page"):
+            kept.pop(name, None)
+        prefix = f"?{kept.urlencode()}&" if kept else "?"
+        context["page"] = page
+        context["newer_url"] = f"{prefix}after={page.newer.encode()}" if page.newer else ""
+        context["older_url"] = f"{prefix}before={page.older.encode()}" if page.older else ""
+        context["scan_limit"] = f"{message_log.SCAN_LIMIT:,}"
         context["filtered"] = any(value for value in form.cleaned_data.values())
     return render(request, "dashboard/messages.html", context)
 

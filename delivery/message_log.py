@@ -2,15 +2,23 @@
 recipients, attempts, event timeline and header section (never its body).
 
 The dashboard and the API are thin adapters around this module: both validate their
-query string with MessageFilterForm, list with ``messages_for(...)`` and read one
-message with ``message_for(...)``. Every query starts from a tenant.
+query string with MessageFilterForm, list with ``page_of(...)`` (the dashboard: pages
+that run from a message, newest first) or ``search(...)`` (the API: limit and offset),
+and read one message with ``message_for(...)``. Every query starts from a tenant.
+
+A list never counts every match, and a filter never reads every message of a large
+tenant: a state or whole address that few recipients have is read from the recipient
+indexes (at most RARE_LIMIT message ids); one that many have, part of an address and a
+tag are tested message by message, newest first, and a page tests at most SCAN_LIMIT
+messages, then says where it stopped (``searched_to`` / ``searched_since``) so the
+reader can search on. Nothing is ever left out without saying so.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django import forms
@@ -26,7 +34,7 @@ from django.db.models import (
     QuerySet,
     Value,
 )
-from django.db.models.functions import Substr
+from django.db.models.functions import Lower, Substr
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -44,6 +52,17 @@ HEADER_END = b"\r\n\r\n"
 # C0 controls but tab, CR and LF, and DEL: shown as U+FFFD, never passed to a page.
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+RARE_LIMIT = 5_000
+"""A recipient filter matching at most this many recipients is read from the recipient
+index (an id list); more matches are found by testing messages newest first."""
+
+SCAN_LIMIT = 25_000
+"""Messages a page reads at most when each one must be tested (part of an address, a tag,
+a common state): then the page says where it stopped and offers to search on."""
+
+COUNT_LIMIT = 10_000
+"""The API's ``count`` counts this many matches at most."""
 
 
 # -- filters ---------------------------------------------------------------------------------
@@ -65,28 +84,76 @@ class MessageFilter:
     since: datetime | None = None  # inclusive
     until: datetime | None = None  # exclusive
 
-    def apply(self, messages: QuerySet[Message]) -> QuerySet[Message]:
+    @property
+    def per_recipient(self) -> bool:
+        return bool(self.status or self.recipient or self.recipient_contains)
+
+    def recipient_q(self) -> Q:
+        """The condition on one recipient (state, address) this filter asks for."""
         recipients = Q()
         if self.status:
             recipients &= Q(state=self.status)
         if self.recipient:
-            recipients &= Q(address__iexact=self.recipient)
+            recipients &= Q(address_lower=Lower(Value(self.recipient)))
         if self.recipient_contains:
             recipients &= Q(address__icontains=self.recipient_contains)
-        if recipients:
+        return recipients
+
+    def plan(self, tenant: Tenant) -> Plan:
+        """How to run this filter for ``tenant``: from the recipient index when few
+        recipients match (one query of at most RARE_LIMIT + 1 message ids), else by
+        reading messages newest first and testing each (a scan, which callers bound)."""
+        if self.recipient or (self.status and not self.recipient_contains):
+            # Both have an index: (tenant, LOWER(address), message) and, read alone,
+            # (tenant, state, updated_at, message), which holds the message id too.
+            candidates = (
+                Recipient.objects.alias(address_lower=Lower("address"))
+                .filter(self.recipient_q(), tenant=tenant)
+                .values_list("message_id", flat=True)
+            )
+            found = list(candidates[: RARE_LIMIT + 1])
+            if len(found) <= RARE_LIMIT:
+                return Plan(message_ids=frozenset(found), scans=False)
+            return Plan(message_ids=None, scans=True)
+        # Part of an address or a tag: tested message by message.
+        return Plan(message_ids=None, scans=bool(self.recipient_contains or self.tag))
+
+    def apply(self, messages: QuerySet[Message], plan: Plan | None = None) -> QuerySet[Message]:
+        """``messages`` narrowed to this filter; with ``plan`` (from ``plan()``) the
+        recipient conditions use the message ids it found, when it found them."""
+        if plan is not None and plan.message_ids is not None:
+            messages = messages.filter(pk__in=sorted(plan.message_ids))
+        elif self.per_recipient:
             # EXISTS, not a join: a message with two matching recipients is listed once.
             messages = messages.filter(
-                Exists(Recipient.objects.filter(recipients, message=OuterRef("pk")))
+                Exists(
+                    Recipient.objects.alias(address_lower=Lower("address")).filter(
+                        self.recipient_q(), message=OuterRef("pk")
+                    )
+                )
             )
         if self.sender_domain:
             messages = messages.filter(domain__name=self.sender_domain)
         if self.tag:
             messages = with_tag(messages, self.tag)
+        return self.in_range(messages)
+
+    def in_range(self, messages: QuerySet[Message]) -> QuerySet[Message]:
         if self.since is not None:
             messages = messages.filter(created_at__gte=self.since)
         if self.until is not None:
             messages = messages.filter(created_at__lt=self.until)
         return messages
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a filter runs: ``message_ids`` are every message one of whose recipients
+    matches (None: not looked up); ``scans`` when each message is read and tested, so
+    a page must bound how many it reads."""
+
+    message_ids: frozenset[int] | None
+    scans: bool
 
 
 class JsonArrayHas(Func):
@@ -229,17 +296,179 @@ class MessageFilterForm(forms.Form):
 # -- reading ---------------------------------------------------------------------------------
 
 
-def messages_for(tenant: Tenant, filters: MessageFilter | None = None) -> QuerySet[Message]:
-    """The tenant's messages matching ``filters``, newest first, each with its sending
-    domain and recipients (no events) and without its bytes."""
-    messages = (
+def listed(tenant: Tenant) -> QuerySet[Message]:
+    """The tenant's messages as a list shows them: each with its sending domain and
+    recipients (no events), without its bytes."""
+    return (
         Message.objects.filter(tenant=tenant)
         .select_related("domain")
         .defer("raw", "metadata")
         .prefetch_related(Prefetch("recipients", queryset=Recipient.objects.order_by("pk")))
-        .order_by("-created_at", "-pk")
     )
-    return (filters or MessageFilter()).apply(messages)
+
+
+def messages_for(tenant: Tenant, filters: MessageFilter | None = None) -> QuerySet[Message]:
+    """The tenant's messages matching ``filters``, newest first, each with its sending
+    domain and recipients (no events) and without its bytes. Unbounded: a filter that
+    tests each message reads them all (``search`` and ``page_of`` bound it)."""
+    filters = filters or MessageFilter()
+    return filters.apply(listed(tenant), filters.plan(tenant)).order_by(*NEWEST_FIRST)
+
+
+NEWEST_FIRST = ("-created_at", "-pk")
+OLDEST_FIRST = ("created_at", "pk")
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A place in the log: the message accepted at ``created_at`` with id ``pk``. Pages
+    run from one (exclusive), so messages with equal times are neither lost nor repeated."""
+
+    created_at: datetime
+    pk: int
+
+    @classmethod
+    def of(cls, message: Message) -> Cursor:
+        return cls(created_at=message.created_at, pk=message.pk)
+
+    def encode(self) -> str:
+        stamp = self.created_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        return f"{stamp}_{self.pk}"
+
+    @classmethod
+    def decode(cls, text: str | None) -> Cursor | None:
+        """The cursor in ``text``, or None for an empty or mangled one (the first page)."""
+        stamp, _, pk = (text or "").partition("_")
+        try:
+            created_at = datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+            number = int(pk)
+        except ValueError:
+            return None
+        return cls(created_at=created_at, pk=number) if 0 < number < 2**63 else None
+
+    def older(self) -> Q:
+        """Messages listed after this one (older, or as old with a lower id)."""
+        return Q(created_at__lte=self.created_at) & (
+            Q(created_at__lt=self.created_at) | Q(pk__lt=self.pk)
+        )
+
+    def newer(self) -> Q:
+        return Q(created_at__gte=self.created_at) & (
+            Q(created_at__gt=self.created_at) | Q(pk__gt=self.pk)
+        )
+
+    # A range the index can stop at: never NOT(...), which a planner tests row by row.
+    def this_or_newer(self) -> Q:
+        return Q(created_at__gte=self.created_at) & (
+            Q(created_at__gt=self.created_at) | Q(pk__gte=self.pk)
+        )
+
+    def this_or_older(self) -> Q:
+        return Q(created_at__lte=self.created_at) & (
+            Q(created_at__lt=self.created_at) | Q(pk__lte=self.pk)
+        )
+
+
+def scan_end(
+    tenant: Tenant, filters: MessageFilter, *, before: Cursor | None, after: Cursor | None
+) -> Cursor | None:
+    """The last message a scan from ``before`` (or up from ``after``) may read: the
+    SCAN_LIMIT-th of the tenant's messages in the filter's date range, or None when
+    fewer are left. Read from the (tenant, created_at) index alone."""
+    messages = filters.in_range(Message.objects.filter(tenant=tenant))
+    if after is not None:
+        messages = messages.filter(after.newer()).order_by(*OLDEST_FIRST)
+    else:
+        messages = messages.filter(before.older()) if before else messages
+        messages = messages.order_by(*NEWEST_FIRST)
+    row = messages.values_list("created_at", "pk")[SCAN_LIMIT - 1 : SCAN_LIMIT].first()
+    return Cursor(*row) if row else None
+
+
+@dataclass
+class LogPage:
+    """One page of the log, newest first. ``newer`` and ``older`` are where the pages
+    beside it start (None: none there). ``searched_to`` is set when the filter tests each
+    message and this page stopped after SCAN_LIMIT of them: messages past that time were
+    not searched (``older``/``newer`` search on from there)."""
+
+    messages: list[Message]
+    newer: Cursor | None = None
+    older: Cursor | None = None
+    searched_to: datetime | None = None
+    upwards: bool = False  # read towards newer messages (from ?after=)
+    whole: bool = False  # every match is on this page: its length is the count
+
+
+def page_of(
+    tenant: Tenant,
+    filters: MessageFilter,
+    *,
+    before: Cursor | None = None,
+    after: Cursor | None = None,
+    size: int = 50,
+) -> LogPage:
+    """The page of ``size`` messages just older than ``before``, or just newer than
+    ``after``, or the newest. Reads ``size + 1`` rows to know whether more follow, never
+    counts, and tests at most SCAN_LIMIT messages when the filter tests each one."""
+    plan = filters.plan(tenant)
+    messages = filters.apply(listed(tenant), plan)
+    end = scan_end(tenant, filters, before=before, after=after) if plan.scans else None
+    if after is not None:
+        if end is not None:
+            messages = messages.filter(end.this_or_older())
+        rows = list(messages.filter(after.newer()).order_by(*OLDEST_FIRST)[: size + 1])
+        more = len(rows) > size
+        if not more and end is None:
+            # Nothing newer past this page: the newest page, full.
+            return page_of(tenant, filters, size=size)
+        rows = rows[:size][::-1]
+        return LogPage(
+            messages=rows,
+            newer=Cursor.of(rows[0]) if more else end,
+            older=Cursor.of(rows[-1]) if rows else after,
+            searched_to=None if more or end is None else end.created_at,
+            upwards=True,
+        )
+    if end is not None:
+        messages = messages.filter(end.this_or_newer())
+    if before is not None:
+        messages = messages.filter(before.older())
+    rows = list(messages.order_by(*NEWEST_FIRST)[: size + 1])
+    more = len(rows) > size
+    rows = rows[:size]
+    return LogPage(
+        messages=rows,
+        newer=(Cursor.of(rows[0]) if rows else before) if before is not None else None,
+        older=Cursor.of(rows[-1]) if more else end,
+        searched_to=None if more or end is None else end.created_at,
+        whole=before is None and not more and end is None,
+    )
+
+
+@dataclass(frozen=True)
+class Search:
+    """The API's list: ``messages`` newest first; ``searched_since`` is set when the
+    filter tests each message and only those accepted at or after it were searched
+    (pass it as ``until`` to search the older ones)."""
+
+    messages: QuerySet[Message]
+    searched_since: datetime | None
+
+
+def search(tenant: Tenant, filters: MessageFilter) -> Search:
+    """The tenant's messages matching ``filters``, newest first; a filter that tests
+    each message reads the newest SCAN_LIMIT of the date range (ties at the last one's
+    time included, so ``until`` set to ``searched_since`` continues without a gap)."""
+    plan = filters.plan(tenant)
+    messages = filters.apply(listed(tenant), plan).order_by(*NEWEST_FIRST)
+    end = scan_end(tenant, filters, before=None, after=None) if plan.scans else None
+    if end is None:
+        return Search(messages=messages, searched_since=None)
+    return Search(
+        messages=messages.filter(created_at__gte=end.created_at),
+        searched_since=end.created_at,
+    )
 
 
 def message_for(tenant: Tenant, queue_id: str) -> Message | None:

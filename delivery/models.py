@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import models, transaction
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from delivery.replies import SmtpReply
@@ -219,6 +220,9 @@ class Recipient(models.Model):
                 fields=["tenant", "state", "updated_at", "message"],
                 name="recipient_tenant_state",
             ),
+            # The message log's "recipient is" filter: a tenant's recipients by address in
+            # any letter case, matched as LOWER(address) = LOWER(%s) (delivery/message_log.py).
+            models.Index("tenant", Lower("address"), "message", name="recipient_tenant_address"),
         ]
 
     def __str__(self) -> str:

@@ -124,3 +124,27 @@ class JoinForm(forms.Form):
         cleaned = super().clean()
         _check_password(self, email=self.email)
         return cleaned
+
+
+# -- tenant settings (domains/tenant_settings.py decides; this only shapes input) -----------
+
+
+class TenantSettingsForm(forms.Form):
+    name = forms.CharField(
+        label="Organization name",
+        max_length=100,
+        widget=forms.TextInput(attrs={"autocomplete": "organization"}),
+        help_text="Shown to your team, in the tenant switcher and in invitations.",
+    )
+    list_unsubscribe = forms.BooleanField(
+        label="Add one-click unsubscribe to every message",
+        required=False,
+        help_text=(
+            "Each recipient's copy gets its own unsubscribe link in the List-Unsubscribe "
+            "headers (RFC 8058), which mailbox providers show as an “Unsubscribe” button; "
+            "whoever uses it is added to your suppression list and gets no more mail from "
+            "you. A message can still say otherwise: the API's <code>unsubscribe</code> "
+            "field or the <code>Sendmsg-Unsubscribe: yes|no</code> header wins over this "
+            "default."
+        ),
+    )

@@ -30,8 +30,7 @@ from delivery.models import (
 from domains.models import Domain, DomainStatus, Tenant
 from reputation.chart import VOLUME_PANELS, Chart, daily_chart
 from reputation.models import Standing
-from reputation.page import LevelView, level_view
-from reputation.page import _chart_days as chart_days
+from reputation.page import LevelView, chart_days, level_view
 
 RECENT_FAILURES = 10
 FAILED_STATES = (RecipientState.BOUNCED, RecipientState.DEFERRED, RecipientState.EXPIRED)

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from django.db.models import QuerySet, Sum
+
 
 @dataclass(frozen=True)
 class Day:
@@ -25,13 +27,14 @@ class Day:
     hard_bounced: int = 0
     soft_bounced: int = 0
     complained: int = 0
+    deferred: int = 0
 
     @property
     def label(self) -> str:
         return (
             f"{self.day:%Y-%m-%d}: {self.accepted:,} accepted, {self.delivered:,} delivered, "
-            f"{self.hard_bounced:,} hard bounces, {self.soft_bounced:,} soft bounces, "
-            f"{self.complained:,} complaints"
+            f"{self.deferred:,} deferred, {self.hard_bounced:,} hard bounces, "
+            f"{self.soft_bounced:,} soft bounces, {self.complained:,} complaints"
         )
 
 
@@ -132,7 +135,22 @@ class Chart:
         return text
 
 
-COUNTS = ("accepted", "delivered", "hard_bounced", "soft_bounced", "complained")
+COUNTS = ("accepted", "delivered", "hard_bounced", "soft_bounced", "complained", "deferred")
+
+
+def summed_days(stats: QuerySet, first: date, last: date) -> list[Day]:
+    """``stats`` (DailyStats rows) added up per day from ``first`` to ``last``, oldest
+    first, zeros for quiet days: one grouped query."""
+    rows = (
+        stats.filter(day__gte=first, day__lte=last)
+        .values("day")
+        .annotate(**{name: Sum(name) for name in COUNTS})
+        .order_by("day")
+    )
+    counts = {
+        row["day"]: Day(row["day"], **{name: row[name] or 0 for name in COUNTS}) for row in rows
+    }
+    return days_between(first, last, counts)
 
 
 def days_between(first: date, last: date, counts: dict[date, Day]) -> list[Day]:
@@ -167,7 +185,10 @@ REPUTATION_PANELS: list[PanelSpec] = [
     ),
 ]
 VOLUME_PANELS: list[PanelSpec] = [
-    REPUTATION_PANELS[0],
+    (
+        "Volume",
+        [*REPUTATION_PANELS[0][1], Series("deferred", "Deferred (will retry)", "deferred")],
+    ),
     (
         "Bounces and complaints",
         [

@@ -92,6 +92,7 @@ class DailyStats(models.Model):
     hard_bounced = models.PositiveIntegerField(default=0)
     soft_bounced = models.PositiveIntegerField(default=0)
     complained = models.PositiveIntegerField(default=0)
+    deferred = models.PositiveIntegerField(default=0)  # attempts answered 4xx, delay notices
 
     class Meta:
         constraints = [

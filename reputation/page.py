@@ -22,7 +22,7 @@ from delivery.models import Event, EventType
 from domains.models import Domain, Tenant
 from reputation import advice
 from reputation.bounce_patterns import BounceClass, BounceReason
-from reputation.chart import COUNTS, Chart, Day, daily_chart, days_between
+from reputation.chart import Chart, Day, daily_chart, summed_days
 from reputation.gate import rate_at, warm_up_cap
 from reputation.levels import Rates, window_start
 from reputation.models import DailyStats, Level, LevelChange, Standing, Suppression
@@ -211,7 +211,7 @@ def reputation_page(tenant: Tenant) -> ReputationPage:
     )
     plan_rate = tenant.plan_rate or settings.SENDMSG_DEFAULT_PLAN_RATE
     domains = _domain_rows(tenant, plan_rate, level.number, by_domain, window, today)
-    chart = daily_chart(_chart_days(tenant, today))
+    chart = daily_chart(chart_days(tenant, today))
     events = recent_events(tenant, since=now - timedelta(days=CHART_DAYS))
     changes = level_changes(tenant)
     return ReputationPage(
@@ -326,23 +326,10 @@ def _domain_rows(
     return rows
 
 
-def _chart_days(tenant: Tenant, today: date) -> list[Day]:
+def chart_days(tenant: Tenant, today: date) -> list[Day]:
     """The last CHART_DAYS days, all the tenant's domains together; one grouped query."""
     first = today - timedelta(days=CHART_DAYS - 1)
-    rows = (
-        DailyStats.objects.filter(tenant=tenant, day__gte=first, day__lte=today)
-        .values("day")
-        .annotate(
-            accepted=Sum("accepted"),
-            delivered=Sum("delivered"),
-            hard_bounced=Sum("hard_bounced"),
-            soft_bounced=Sum("soft_bounced"),
-            complained=Sum("complained"),
-        )
-        .order_by("day")
-    )
-    counts = {row["day"]: Day(row["day"], *(row[name] or 0 for name in COUNTS)) for row in rows}
-    return days_between(first, today, counts)
+    return summed_days(DailyStats.objects.filter(tenant=tenant), first, today)
 
 
 def recent_events(tenant: Tenant, *, since: datetime) -> list[EventRow]:

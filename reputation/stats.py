@@ -29,6 +29,7 @@ COUNTED = {
     EventType.ACCEPTED: "accepted",
     EventType.DELIVERED: "delivered",
     EventType.COMPLAINED: "complained",
+    EventType.DEFERRED: "deferred",
 }
 """Bounces count as hard or soft by their class (reputation/bounce_patterns.py); one
 recorded before bounces had a class counts as hard. A DSN after ``delivered`` leaves

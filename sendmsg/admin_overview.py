@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 
 from django.contrib import admin
 from django.contrib.admin import AdminSite
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import Count, Min, Q
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -28,7 +28,7 @@ from delivery.models import (
 )
 from domains.admin import LOW_SCORE, dns_health, with_level
 from domains.models import Domain, Tenant
-from reputation.chart import Day, days_between, nice_scale
+from reputation.chart import Day, nice_scale, summed_days
 from reputation.models import DailyStats, Level
 
 DAYS = 14
@@ -58,18 +58,7 @@ def changelist(model, **params: str | int) -> str:
 def daily_totals(*, today: date, days: int = DAYS) -> list[Day]:
     """Every tenant's counts added up per day (UTC), oldest first, zeros for quiet days."""
     first = today - timedelta(days=days - 1)
-    rows = (
-        DailyStats.objects.filter(day__gte=first, day__lte=today)
-        .values("day")
-        .annotate(
-            accepted=Sum("accepted"),
-            delivered=Sum("delivered"),
-            hard_bounced=Sum("hard_bounced"),
-            soft_bounced=Sum("soft_bounced"),
-            complained=Sum("complained"),
-        )
-    )
-    return days_between(first, today, {row["day"]: Day(**row) for row in rows})
+    return summed_days(DailyStats.objects.all(), first, today)
 
 
 def tenants_by_level() -> list[Link]:

@@ -13,6 +13,7 @@ urlpatterns = [
     path("account/", include("domains.account_urls")),  # sign-up, password reset, invitations
     path("team/", include("domains.team_urls")),
     path("audit/", include("domains.audit_urls")),
+    path("settings/", include("domains.settings_urls")),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     # reputation's part of the API is mounted here: delivery does not import reputation.
     path("api/v1/suppressions/", include("reputation.api_urls")),

@@ -27,7 +27,7 @@ T0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
 WINDOW = timedelta(days=7)
 
 
-def record(domain: Domain, *, delivered: int = 0, bounced: int = 0) -> None:
+def record(domain: Domain, *, delivered: int = 0, bounced: int = 0, deferred: int = 0) -> None:
     """Outcomes as the relay records them: one message, its recipients, their events."""
     message = Message.objects.create(
         tenant=domain.tenant,
@@ -37,16 +37,24 @@ def record(domain: Domain, *, delivered: int = 0, bounced: int = 0) -> None:
         raw=b"Subject: s\r\n\r\nx\r\n",
         size=17,
     )
-    outcomes = [EventType.DELIVERED] * delivered + [EventType.BOUNCED] * bounced
+    outcomes = (
+        [EventType.DELIVERED] * delivered
+        + [EventType.BOUNCED] * bounced
+        + [EventType.DEFERRED] * deferred
+    )
+    states = {
+        EventType.DELIVERED: RecipientState.DELIVERED,
+        EventType.BOUNCED: RecipientState.BOUNCED,
+        EventType.DEFERRED: RecipientState.DEFERRED,
+    }
+    codes = {EventType.DELIVERED: 250, EventType.BOUNCED: 550, EventType.DEFERRED: 451}
     recipients = Recipient.objects.bulk_create(
         Recipient(
             message=message,
             tenant=domain.tenant,
             address=f"r{n}@dest.test",
             domain="dest.test",
-            state=(
-                RecipientState.DELIVERED if kind == EventType.DELIVERED else RecipientState.BOUNCED
-            ),
+            state=states[kind],
         )
         for n, kind in enumerate(outcomes)
     )
@@ -56,7 +64,7 @@ def record(domain: Domain, *, delivered: int = 0, bounced: int = 0) -> None:
             message=message,
             recipient=recipient,
             type=kind,
-            code=250 if kind == EventType.DELIVERED else 550,
+            code=codes[kind],
         )
         for recipient, kind in zip(recipients, outcomes, strict=True)
     )
@@ -253,10 +261,10 @@ def test_counting_is_incremental_and_exact(verified_domain):
     record(verified_domain, delivered=10, bounced=2)
     update_reputation()
     update_reputation()  # nothing new: nothing counted twice
-    record(verified_domain, delivered=3)
+    record(verified_domain, delivered=3, deferred=4)
     update_reputation()
     stats = DailyStats.objects.get(domain=verified_domain)
-    assert (stats.delivered, stats.hard_bounced) == (13, 2)
+    assert (stats.delivered, stats.hard_bounced, stats.deferred) == (13, 2, 4)
 
 
 def test_an_operator_pins_and_unpins_a_level_with_a_reason(verified_domain, django_user_model):

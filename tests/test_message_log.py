@@ -5,7 +5,9 @@ scheduled cleanup with time moved back by dating messages in the past."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
+from html import unescape
 from urllib.parse import urlencode
 
 import pytest
@@ -460,10 +462,183 @@ def test_dashboard_pages_keep_the_filters(owner, acme):
     send(owner[0], "other@dest.test")
     client = logged_in(owner[1])
     html = client.get("/messages/", {"tag": "bulk"}).content.decode()
-    assert html.count("data-queue-id=") == 50 and "Page 1 of 2" in html
-    assert f'href="?{urlencode({"tag": "bulk"})}&amp;page=2"' in html
-    html = client.get("/messages/", {"tag": "bulk", "page": 2}).content.decode()
+    assert html.count("data-queue-id=") == 50 and "Newer" not in html
+    older = pager_links(html)["next"]
+    assert older.startswith(f"?{urlencode({'tag': 'bulk'})}&before=")
+    html = client.get(f"/messages/{older}").content.decode()
     assert html.count("data-queue-id=") == 5 and "other@dest.test" not in html
+    assert set(pager_links(html)) == {"prev"}  # the last page: Newer only
+
+
+# -- dashboard: pages from a message (keyset) -------------------------------------------------
+
+PAGER = re.compile(r'<a class="button" rel="(prev|next)" href="([^"]+)"')
+
+
+def pager_links(html: str) -> dict[str, str]:
+    """The page's Newer (prev) and Older (next) links, unescaped."""
+    return {rel: unescape(href) for rel, href in PAGER.findall(html)}
+
+
+def listed_ids(html: str) -> list[str]:
+    return re.findall(r'<tr data-queue-id="([^"]+)"', html)
+
+
+def walk(client: Client, url: str, rel: str, limit: int = 50) -> list[list[str]]:
+    """The queue ids of each page, following ``rel`` links from ``url`` (bounded)."""
+    pages = []
+    for _ in range(limit):
+        html = client.get(url).content.decode()
+        pages.append(listed_ids(html))
+        link = pager_links(html).get(rel)
+        if link is None:
+            return pages
+        url = f"/messages/{link}"
+    raise AssertionError("more pages than expected")
+
+
+@pytest.fixture
+def many(owner, acme) -> list[Message]:
+    """130 messages, newest first as the log lists them: many share one time (only the
+    id orders them), and ids do not follow time (some are aged, some are not)."""
+    tenant = owner[0]
+    messages = [
+        send(tenant, f"r{n}@dest.test", tags=["odd" if n % 2 else "even"]) for n in range(130)
+    ]
+    stamp = timezone.now() - timedelta(hours=1)
+    for n, message in enumerate(messages):
+        # Groups of 7 equal times; every third group older than the rest.
+        when = stamp - timedelta(minutes=n // 7 + (100 if (n // 7) % 3 == 0 else 0))
+        Message.objects.filter(pk=message.pk).update(created_at=when)
+    return list(Message.objects.filter(tenant=tenant).order_by("-created_at", "-pk"))
+
+
+def test_pages_walk_older_then_newer_without_gaps_or_repeats(owner, many):
+    client = logged_in(owner[1])
+    expected = [m.queue_id for m in many]
+    older = walk(client, "/messages/", "next")
+    assert [len(page) for page in older] == [50, 50, 30]
+    assert sum(older, []) == expected  # in order, each once
+    # Back up from the last page with Newer: the same pages, the first one full.
+    html = client.get("/messages/").content.decode()
+    last = f"/messages/{pager_links(html)['next']}"
+    html = client.get(last).content.decode()
+    last = f"/messages/{pager_links(html)['next']}"
+    newer = walk(client, last, "prev")
+    assert newer == older[::-1]
+    # The count is shown only when every match is on the page.
+    assert "(130)" not in client.get("/messages/").content.decode()
+
+
+def test_pages_keep_filters_and_a_whole_result_shows_its_count(owner, many):
+    client = logged_in(owner[1])
+    odd = [m.queue_id for m in many if m.tags == ["odd"]]
+    pages = walk(client, "/messages/?tag=odd", "next")
+    assert [len(page) for page in pages] == [50, 15]
+    assert sum(pages, []) == odd
+    html = client.get("/messages/", {"recipient": "R7@DEST.test"}).content.decode()
+    assert listed_ids(html) == [
+        m.queue_id for m in many if m.recipients.get().address == "r7@dest.test"
+    ]
+    assert "(1)</span>" in html and not pager_links(html)
+
+
+def test_a_mangled_cursor_shows_the_newest_page(owner, many):
+    client = logged_in(owner[1])
+    html = client.get("/messages/", {"before": "yesterday_1"}).content.decode()
+    assert listed_ids(html) == [m.queue_id for m in many[:50]]
+
+
+def test_a_bounded_scan_says_where_it_stopped_and_searches_on(owner, many, monkeypatch):
+    from delivery import message_log
+
+    monkeypatch.setattr(message_log, "SCAN_LIMIT", 40)
+    client = logged_in(owner[1])
+    # Only the oldest message holds this part of an address: the first pages find
+    # nothing, say so, and lead on until it is found, never an empty answer alone.
+    target = many[-1]
+    address = target.recipients.get().address
+    pages, url = [], f"/messages/?{urlencode({'recipient_contains': address.upper()})}"
+    for _ in range(10):
+        html = client.get(url).content.decode()
+        pages.append(listed_ids(html))
+        links = pager_links(html)
+        if "next" not in links:
+            break
+        assert "searched_to" in html.replace("data-searched-to", "searched_to")
+        assert "Search older" in html and "No message matches" not in html
+        url = f"/messages/{links['next']}"
+    assert [len(page) for page in pages] == [0, 0, 0, 1]
+    assert pages[-1] == [target.queue_id]
+    assert "data-searched-to" not in html  # the last window reached the end: exact
+    # Newer searches back up the same way, window by window, to the newest page.
+    url = f"/messages/{pager_links(html)['prev']}"
+    for _ in range(10):
+        html = client.get(url).content.decode()
+        assert listed_ids(html) == []
+        links = pager_links(html)
+        if "prev" not in links:
+            break
+        assert "Search newer" in html
+        url = f"/messages/{links['prev']}"
+    assert "Search older" in html and "next" in links  # back at the first window
+
+    # A tag on every other message: each window of 40 holds 20, each page says where it
+    # stopped, and walking on lists every one once.
+    html = client.get("/messages/", {"tag": "even"}).content.decode()
+    assert len(listed_ids(html)) == 20 and "data-searched-to" in html
+    pages = walk(client, "/messages/?tag=even", "next")
+    assert sum(pages, []) == [m.queue_id for m in many if m.tags == ["even"]]
+
+
+def test_rare_and_common_states_list_the_same_messages(owner, log, monkeypatch):
+    from delivery import message_log
+
+    client = api(owner[0])
+    queries = [{"status": "queued"}, {"status": "queued", "recipient": "bob@dest.test"}]
+    before = [ids(client.get(LIST, query)) for query in queries]
+    monkeypatch.setattr(message_log, "RARE_LIMIT", 1)  # now every filter is "common"
+    assert [ids(client.get(LIST, query)) for query in queries] == before
+
+
+def test_api_count_is_exact_when_small_and_a_bounded_scan_says_so(owner, many, monkeypatch):
+    from delivery import message_log
+
+    client = api(owner[0])
+    body = client.get(LIST, {"limit": 100}).json()
+    assert body["count"] == 130 and body["searched_since"] is None
+    rest = client.get(body["next"]).json()
+    assert len(rest["results"]) == 30 and rest["next"] is None and rest["count"] == 130
+    monkeypatch.setattr(message_log, "COUNT_LIMIT", 60)
+    assert client.get(LIST, {"limit": 10}).json()["count"] == 60  # at least 60
+    # next goes on past the capped count, to the end.
+    middle = client.get(LIST, {"limit": 50, "offset": 50}).json()
+    assert middle["count"] == 60 and "offset=100" in middle["next"]
+    last = client.get(middle["next"]).json()
+    assert len(last["results"]) == 30 and last["next"] is None and last["count"] == 130
+
+    monkeypatch.setattr(message_log, "SCAN_LIMIT", 40)
+    body = client.get(LIST, {"tag": "odd", "limit": 100}).json()
+    since = body["searched_since"]
+    assert since is not None
+    found = [row["queue_id"] for row in body["results"]]
+    # Continue below the stop with until: every odd message once, newest first.
+    for _ in range(10):
+        if since is None:
+            break
+        body = client.get(LIST, {"tag": "odd", "limit": 100, "until": since}).json()
+        found += [row["queue_id"] for row in body["results"]]
+        since = body["searched_since"]
+    assert found == [m.queue_id for m in many if m.tags == ["odd"]]
+    # A client that only follows next gets them all too (some pages may be empty).
+    found, url = [], f"{LIST}?{urlencode({'tag': 'odd', 'limit': 20})}"
+    for _ in range(20):
+        body = client.get(url).json()
+        found += [row["queue_id"] for row in body["results"]]
+        url = body["next"]
+        if url is None:
+            break
+    assert found == [m.queue_id for m in many if m.tags == ["odd"]]
 
 
 def test_dashboard_detail_shows_recipients_attempts_timeline_headers(owner, log):

@@ -178,7 +178,13 @@ def test_chart_numbers_table_shows_the_daily_counts(owner, outsider):
     other = domain_of(outsider[0], "globex.test")
     day = NOW.date() - timedelta(days=3)
     DailyStats.objects.create(
-        tenant=owner[0], domain=one, day=day, accepted=1200, delivered=1100, soft_bounced=7
+        tenant=owner[0],
+        domain=one,
+        day=day,
+        accepted=1200,
+        delivered=1100,
+        soft_bounced=7,
+        deferred=9,
     )
     DailyStats.objects.create(
         tenant=owner[0], domain=two, day=day, accepted=34, delivered=30, hard_bounced=4
@@ -194,12 +200,13 @@ def test_chart_numbers_table_shows_the_daily_counts(owner, outsider):
     rows = dict(re.findall(r'<tr data-day="([\d-]+)">(.*?)</tr>', text, re.S))
     assert len(rows) == 30
     cells = lambda d: re.findall(r"<td>([\d,]+)</td>", rows[d.isoformat()])  # noqa: E731
-    # accepted, delivered, hard bounces, soft bounces, complaints: both domains summed
-    assert cells(day) == ["1,234", "1,130", "4", "7", "0"]
-    assert cells(NOW.date()) == ["0", "0", "0", "0", "2"]
+    # accepted, delivered, deferred, hard bounces, soft bounces, complaints: both domains
+    assert cells(day) == ["1,234", "1,130", "9", "4", "7", "0"]
+    assert cells(NOW.date()) == ["0", "0", "0", "0", "0", "2"]
     assert (NOW.date() - timedelta(days=30)).isoformat() not in rows
     assert "999,999" not in text
     assert "<svg" in text and "series-soft" in text and "Soft bounces" in text
+    assert "series-deferred" in text and "Deferred (will retry)" in text
     assert "No mail in the last" not in text
 
 

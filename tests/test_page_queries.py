@@ -217,6 +217,7 @@ PAGES = [
     # is skipped, and says so).
     ("team:list", None),
     ("audit:list", None),
+    ("settings:page", None),
 ]
 
 

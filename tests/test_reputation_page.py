@@ -339,15 +339,15 @@ def test_the_chart_draws_thirty_days_and_repeats_every_number(owner):
     )
     assert f'<desc id="rep-chart-desc">{summary}</desc>' in chart
     assert (
-        "<title>2026-05-20: 1,000 accepted, 980 delivered, 20 hard bounces, 3 soft bounces, "
-        "1 complaints</title>" in chart
+        "<title>2026-05-20: 1,000 accepted, 980 delivered, 0 deferred, 20 hard bounces, "
+        "3 soft bounces, 1 complaints</title>" in chart
     )
     assert chart.count("<rect ") == 30 and chart.count("<polyline ") == 4
     days = rows(chart, "day")
     assert list(days)[0] == "2026-05-03" and list(days)[-1] == "2026-06-01" and len(days) == 30
-    assert days["2026-05-20"] == "2026-05-20 1,000 980 20 3 1"
-    assert days["2026-06-01"] == "2026-06-01 50 50 0 0 0"
-    assert days["2026-05-21"] == "2026-05-21 0 0 0 0 0"
+    assert days["2026-05-20"] == "2026-05-20 1,000 980 0 20 3 1"
+    assert days["2026-06-01"] == "2026-06-01 50 50 0 0 0 0"
+    assert days["2026-05-21"] == "2026-05-21 0 0 0 0 0 0"
     assert "777" not in chart
     # The scales are round: volume up to 1,000, trouble up to 20.
     assert ">1,000</text>" in chart and ">20</text>" in chart
@@ -488,7 +488,7 @@ def test_a_tenant_never_sees_another_tenants_standing_stats_events_or_changes(ow
     assert "Your level: 5 of 5 · Suspended" in text(section(theirs, "level"))
     assert "acme reason" in mine and "acme-bounce@dest.test" in mine and "acme change" in mine
     assert "0 addresses on your suppression list" in text(section(mine, "suppressions"))
-    assert rows(mine, "day")["2026-06-01"] == "2026-06-01 111 111 0 0 0"
+    assert rows(mine, "day")["2026-06-01"] == "2026-06-01 111 111 0 0 0 0"
     for marker in ("acme", "111"):
         assert marker not in text(section(theirs, "chart")) + text(section(theirs, "events"))
     assert "acme" not in theirs.split("<main", 1)[1]

@@ -5,7 +5,9 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 
 from delivery import message_log, queue_control
 from delivery.api.errors import ApiError
@@ -51,12 +53,75 @@ def _filter_parameters() -> list[OpenApiParameter]:
     ]
 
 
+class MessageLogPagination(LimitOffsetPagination):
+    """``limit``/``offset`` pages as before, without counting every match: the page
+    reads ``limit + 1`` rows to know whether ``next`` exists, and ``count`` counts at
+    most COUNT_LIMIT matches (COUNT_LIMIT means "at least that many") among those
+    searched. ``searched_since`` says where a filter that tests each message stopped;
+    ``next`` then goes on below it."""
+
+    searched_since = None
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.request = request
+        self.limit = self.get_limit(request)
+        self.offset = self.get_offset(request)
+        rows = list(queryset[self.offset : self.offset + self.limit + 1])
+        self.more = len(rows) > self.limit
+        rows = rows[: self.limit]
+        if not self.more and (rows or self.offset == 0):
+            self.count = self.offset + len(rows)  # the end is on this page: exact
+        else:
+            self.count = queryset[: message_log.COUNT_LIMIT].count()
+        self.searched_since = getattr(view, "searched_since", None)
+        return rows
+
+    def get_next_link(self):
+        # Not from count, which may be capped below the rows that follow.
+        url = self.request.build_absolute_uri()
+        url = replace_query_param(url, self.limit_query_param, self.limit)
+        if self.more:
+            return replace_query_param(url, self.offset_query_param, self.offset + self.limit)
+        if self.searched_since is not None:
+            # The search stopped there: next searches the older messages, so a client
+            # that follows next to the end gets every match, as before.
+            url = replace_query_param(url, "until", self.searched_since.isoformat())
+            return replace_query_param(url, self.offset_query_param, 0)
+        return None
+
+    def get_paginated_response(self, data):
+        response = super().get_paginated_response(data)
+        since = self.searched_since
+        response.data["searched_since"] = since.isoformat() if since else None
+        return response
+
+    def get_paginated_response_schema(self, schema):
+        schema = super().get_paginated_response_schema(schema)
+        schema["properties"]["count"]["description"] = (
+            f"Matching messages, counted up to {message_log.COUNT_LIMIT:,} "
+            f"({message_log.COUNT_LIMIT:,} means at least that many)."
+        )
+        schema["properties"]["searched_since"] = {
+            "type": "string",
+            "format": "date-time",
+            "nullable": True,
+            "description": "Set when a filter that tests each message (recipient_contains, "
+            f"tag, a status or recipient matching more than {message_log.RARE_LIMIT:,} "
+            f"recipients) searched only the newest {message_log.SCAN_LIMIT:,} messages: "
+            "those accepted at or after this time (count counts among them). next then "
+            "searches the older ones (until set to this time).",
+        }
+        return schema
+
+
 class MessageViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
     """The message log: the key's tenant's messages, never their bodies."""
 
     model = Message
     serializer_class = MessageSerializer
     lookup_field = "queue_id"
+    pagination_class = MessageLogPagination
+    searched_since = None
     capability = Capability.SEND  # cancelling queued mail is a queue action
 
     def get_serializer_class(self):
@@ -75,7 +140,9 @@ class MessageViewSet(TenantScoped, viewsets.ReadOnlyModelViewSet):
             if not form.is_valid():
                 field, message = form.first_error()
                 raise ApiError("invalid_request", message, field=field)
-            return message_log.messages_for(tenant, form.filters())
+            found = message_log.search(tenant, form.filters())
+            self.searched_since = found.searched_since
+            return found.messages
         if self.action == "retrieve":
             return message_log.records_for(tenant)
         return self.tenant_queryset()
