@@ -15,25 +15,16 @@ from typing import Any, Literal, TypeVar
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_POST
 
-from delivery.credentials import (
-    CredentialError,
-    GrantError,
-    create_api_key,
-    create_smtp_credential,
-    revoke,
-    rotate_api_key,
-    rotate_smtp_credential,
-)
+from delivery import credential_changes as changes
+from delivery.credentials import CredentialError, GrantError
 from delivery.forms import ApiKeyForm, SmtpCredentialForm
 from delivery.models import ApiKey, SmtpCredential
-from domains import audit
 from domains.current import current_role, current_tenant, require, requires
 from domains.models import Tenant
 from domains.roles import RANK, Capability, at_most
@@ -205,18 +196,12 @@ def smtp_create(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         domains = list(form.cleaned_data["domains"])
         try:
-            with transaction.atomic():
-                row, password = create_smtp_credential(
-                    tenant=tenant, domains=domains, description=form.cleaned_data["description"]
-                )
-                audit.record(
-                    request,
-                    tenant=tenant,
-                    action="smtp_credential.created",
-                    target=row.username,
-                    description=row.description,
-                    domains=sorted(d.name for d in domains),
-                )
+            row, password = changes.create_login(
+                request,
+                tenant=tenant,
+                domains=domains,
+                description=form.cleaned_data["description"],
+            )
         except CredentialError as exc:
             form.add_error("domains", str(exc))
         else:
@@ -230,21 +215,14 @@ def smtp_create(request: HttpRequest) -> HttpResponse:
 def smtp_rotate(request: HttpRequest, row: SmtpCredential) -> HttpResponse:
     """A new login with the same description and domain limits; the old one stops now."""
     try:
-        with transaction.atomic():
-            new, password = rotate_smtp_credential(row)
-            audit.record(
-                request,
-                tenant=row.tenant_id,
-                action="smtp_credential.rotated",
-                target=row.username,
-                replaced_by=new.username,
-            )
+        new, password = changes.rotate(request, row)
     except CredentialError as exc:
         messages.error(request, f"{row.username}: {exc}")
         return to_section(SMTP)
     keep_new_secret(request, kind=SMTP, row=new, secret=password)
     messages.success(
-        request, f"SMTP login {row.username} replaced by {new.username}; the old one is revoked."
+        request,
+        f"SMTP login {row.username} replaced by {new.username}; the old one is revoked.",
     )
     return to_new_secret()
 
@@ -266,21 +244,13 @@ def api_key_create(request: HttpRequest) -> HttpResponse:
     form = api_key_form(request, request.POST)
     if form.is_valid():
         try:
-            with transaction.atomic():
-                row, key = create_api_key(
-                    tenant=tenant,
-                    name=form.cleaned_data["name"],
-                    role=form.cleaned_data["role"],
-                    granted_by=current_role(request),
-                )
-                audit.record(
-                    request,
-                    tenant=tenant,
-                    action="api_key.created",
-                    target=key_label(row),
-                    name=row.name,
-                    role=row.role,
-                )
+            row, key = changes.create_key(
+                request,
+                tenant=tenant,
+                name=form.cleaned_data["name"],
+                role=form.cleaned_data["role"],
+                granted_by=current_role(request),
+            )
         except GrantError as exc:
             form.add_error("role", str(exc))
         else:
@@ -295,17 +265,7 @@ def api_key_create(request: HttpRequest) -> HttpResponse:
 def api_key_rotate(request: HttpRequest, row: ApiKey) -> HttpResponse:
     """A new key with the same name and role; the old one stops now."""
     try:
-        with transaction.atomic():
-            new, key = rotate_api_key(row, granted_by=current_role(request))
-            audit.record(
-                request,
-                tenant=row.tenant_id,
-                action="api_key.rotated",
-                target=key_label(row),
-                replaced_by=key_label(new),
-                name=new.name,
-                role=new.role,
-            )
+        new, key = changes.rotate(request, row, granted_by=current_role(request))
     except CredentialError as exc:
         messages.error(request, f"API key {row}: {exc}")
         return to_section(API_KEY)
@@ -325,21 +285,13 @@ def revoke_row(
 ) -> HttpResponse:
     if request.method != "POST":
         return render(
-            request, "dashboard/credential_revoke.html", {"row": row, "kind": kind, "label": label}
+            request,
+            "dashboard/credential_revoke.html",
+            {"row": row, "kind": kind, "label": label},
         )
-    with transaction.atomic():
-        revoked_now = not row.revoked and revoke(row)
-        if revoked_now:
-            target = row.username if isinstance(row, SmtpCredential) else key_label(row)
-            action = "smtp_credential.revoked" if kind == SMTP else "api_key.revoked"
-            audit.record(request, tenant=row.tenant_id, action=action, target=target)
+    revoked_now = not row.revoked and changes.revoke_recorded(request, row)
     if revoked_now:
         messages.success(request, f"{label} revoked: it no longer works.")
     else:
         messages.info(request, f"{label} was already revoked.")
     return to_section(kind)
-
-
-def key_label(row: ApiKey) -> str:
-    """How the audit log names a key: its public prefix, never the key."""
-    return f"sm_{row.prefix}"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 
-from django.db import transaction
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
@@ -21,14 +20,13 @@ from rest_framework.views import APIView
 
 from delivery.api.errors import ApiError
 from delivery.api.send_serializers import ErrorSerializer
-from domains import audit
 from domains.models import Tenant
 from domains.roles import Capability
+from reputation import suppression_changes as changes
 from reputation import suppressions
 from reputation.models import Suppression, SuppressionReason
 from reputation.suppression_csv import export_lines, read_csv
 from reputation.suppressions import ImportRow, ImportTooLarge, SuppressionError
-from sendmsg.write_turn import write_turn
 
 # -- shapes --------------------------------------------------------------------------------
 
@@ -185,21 +183,13 @@ class SuppressionListView(GenericAPIView):
         form.is_valid(raise_exception=True)
         tenant = tenant_of(request)
         try:
-            with transaction.atomic():
-                entry, created = suppressions.add(
-                    tenant=tenant,
-                    address=form.validated_data["address"],
-                    note=form.validated_data["note"],
-                    actor=actor_of(request),
-                )
-                if created:
-                    audit.record(
-                        request,
-                        tenant=tenant,
-                        action="suppression.added",
-                        target=entry.address,
-                        note=entry.note,
-                    )
+            entry, created = changes.add(
+                request,
+                tenant=tenant,
+                address=form.validated_data["address"],
+                note=form.validated_data["note"],
+                actor=actor_of(request),
+            )
         except SuppressionError as exc:
             raise refusal(exc) from None
         return Response(
@@ -235,15 +225,7 @@ class SuppressionDetailView(APIView):
     )
     def delete(self, request: Request, address: str) -> Response:
         entry = self.entry(request, address)
-        with transaction.atomic():
-            suppressions.remove(tenant=tenant_of(request), entry=entry, actor=actor_of(request))
-            audit.record(
-                request,
-                tenant=tenant_of(request),
-                action="suppression.removed",
-                target=entry.address,
-                reason=entry.reason,
-            )
+        changes.remove(request, tenant=tenant_of(request), entry=entry, actor=actor_of(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -306,7 +288,13 @@ class SuppressionImportView(APIView):
         try:
             suppressions.check_size(_content_length(request))  # before the body is read
             rows = self.rows(request)
-            result = import_and_record(request, tenant=tenant_of(request), rows=rows)
+            result = changes.import_rows(
+                request,
+                tenant=tenant_of(request),
+                rows=rows,
+                actor=actor_of(request),
+                source=f"{len(rows)} rows",
+            )
         except SuppressionError as exc:
             raise refusal(exc) from None
         return Response(ImportResultSerializer(result).data)
@@ -326,25 +314,6 @@ class SuppressionImportView(APIView):
             )
         suppressions.check_size(upload.size)
         return read_csv(upload, limit=suppressions.import_limit())
-
-
-def import_and_record(
-    request: Request, *, tenant: Tenant, rows: list[ImportRow]
-) -> suppressions.ImportResult:
-    """Import ``rows`` and leave one audit row with the counts, in one transaction (the
-    write turn is taken first, as import_rows does on its own)."""
-    with write_turn(), transaction.atomic():
-        result = suppressions.import_rows(tenant=tenant, rows=rows, actor=actor_of(request))
-        audit.record(
-            request,
-            tenant=tenant,
-            action="suppression.imported",
-            target=f"{len(rows)} rows",
-            added=result.added,
-            already_present=result.already_present,
-            invalid=len(result.invalid),
-        )
-    return result
 
 
 def _content_length(request: Request) -> int:

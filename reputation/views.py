@@ -14,22 +14,20 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from domains import audit
 from domains.current import current_tenant, require, requires
 from domains.models import Tenant
 from domains.roles import Capability
+from reputation import suppression_changes as changes
 from reputation import suppressions
 from reputation.forms import SuppressionAddForm, SuppressionFilterForm, SuppressionImportForm
 from reputation.models import Suppression
 from reputation.suppression_csv import export_lines, read_csv
 from reputation.suppressions import ImportResult, ImportTooLarge, SuppressionError
-from sendmsg.write_turn import write_turn
 
 PAGE_SIZE = 50
 IMPORT_SESSION_KEY = "suppression_import"
@@ -69,21 +67,13 @@ def suppression_list(request: HttpRequest) -> HttpResponse:
     form = SuppressionAddForm(request.POST)
     if form.is_valid():
         try:
-            with transaction.atomic():
-                entry, created = suppressions.add(
-                    tenant=tenant,
-                    address=form.cleaned_data["address"],
-                    note=form.cleaned_data["note"],
-                    actor=actor_of(request),
-                )
-                if created:
-                    audit.record(
-                        request,
-                        tenant=tenant,
-                        action="suppression.added",
-                        target=entry.address,
-                        note=entry.note,
-                    )
+            entry, created = changes.add(
+                request,
+                tenant=tenant,
+                address=form.cleaned_data["address"],
+                note=form.cleaned_data["note"],
+                actor=actor_of(request),
+            )
         except SuppressionError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         else:
@@ -137,15 +127,7 @@ def suppression_remove(request: HttpRequest, pk: int) -> HttpResponse:
     tenant = require(request, Capability.MANAGE_SUPPRESSIONS)
     if request.method != "POST":
         return render(request, "dashboard/suppression_remove.html", {"entry": entry})
-    with transaction.atomic():
-        suppressions.remove(tenant=tenant, entry=entry, actor=actor_of(request))
-        audit.record(
-            request,
-            tenant=tenant,
-            action="suppression.removed",
-            target=entry.address,
-            reason=entry.reason,
-        )
+    changes.remove(request, tenant=tenant, entry=entry, actor=actor_of(request))
     messages.success(request, f"{entry.address} removed: the next message to it is sent.")
     return redirect("suppressions:list")
 
@@ -165,19 +147,9 @@ def suppression_import(request: HttpRequest) -> HttpResponse:
         try:
             suppressions.check_size(upload.size)
             rows = read_csv(upload, limit=suppressions.import_limit())
-            # The write turn first, as import_rows takes it on its own; the audit row with
-            # the counts is stored with the entries or not at all.
-            with write_turn(), transaction.atomic():
-                result = suppressions.import_rows(tenant=tenant, rows=rows, actor=actor_of(request))
-                audit.record(
-                    request,
-                    tenant=tenant,
-                    action="suppression.imported",
-                    target=upload.name,
-                    added=result.added,
-                    already_present=result.already_present,
-                    invalid=len(result.invalid),
-                )
+            result = changes.import_rows(
+                request, tenant=tenant, rows=rows, actor=actor_of(request), source=upload.name
+            )
         except SuppressionError as exc:
             form.add_error("file", f"Nothing was imported. {exc.message}")
             status = 413 if isinstance(exc, ImportTooLarge) else 400

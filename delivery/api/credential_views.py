@@ -3,13 +3,13 @@ rotated with the secret shown once in the response, revoked."""
 
 from __future__ import annotations
 
-from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from delivery import credential_changes as changes
 from delivery.api.auth import key_role
 from delivery.api.domain_views import Conflict
 from delivery.api.errors import ApiError
@@ -17,14 +17,8 @@ from delivery.api.views import TenantScoped
 from delivery.credentials import (
     CredentialError,
     GrantError,
-    create_api_key,
-    create_smtp_credential,
-    revoke,
-    rotate_api_key,
-    rotate_smtp_credential,
 )
 from delivery.models import ApiKey, SmtpCredential
-from domains import audit
 from domains.models import Domain, Role
 from domains.roles import Capability
 
@@ -98,44 +92,27 @@ def grant_refused(exc: GrantError) -> ApiError:
     return ApiError("role_forbidden", str(exc), field="role")
 
 
-def api_key_detail(row: ApiKey) -> dict:
-    """What the audit log keeps of a key: never the key, nor its hash."""
-    return {"name": row.name, "role": row.role}
-
-
 class CredentialViewSet(
     TenantScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
     """Common list/retrieve/revoke; subclasses say how to create and rotate."""
 
     capability = Capability.MANAGE_CREDENTIALS
-    audit_kind = ""  # the audit log's name for the rows: "smtp_credential", "api_key"
 
     def get_queryset(self):
         return self.tenant_queryset().order_by("-created_at")
-
-    def audit_target(self, row) -> str:
-        return str(row)
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"])
     def revoke(self, request, pk=None):
         row = self.get_object()
-        with transaction.atomic():
-            if revoke(row):
-                audit.record(
-                    request,
-                    tenant=row.tenant_id,
-                    action=f"{self.audit_kind}.revoked",
-                    target=self.audit_target(row),
-                )
+        changes.revoke_recorded(request, row)
         return Response(self.get_serializer(row).data)
 
 
 class SmtpCredentialViewSet(CredentialViewSet):
     model = SmtpCredential
     serializer_class = SmtpCredentialSerializer
-    audit_kind = "smtp_credential"
 
     def get_queryset(self):
         return super().get_queryset().prefetch_related("domains")
@@ -153,18 +130,12 @@ class SmtpCredentialViewSet(CredentialViewSet):
         if missing:
             raise ValidationError({"domains": [f"Not a domain of yours: {', '.join(missing)}"]})
         try:
-            with transaction.atomic():
-                row, password = create_smtp_credential(
-                    tenant=tenant, domains=domains, description=form.validated_data["description"]
-                )
-                audit.record(
-                    request,
-                    tenant=tenant,
-                    action="smtp_credential.created",
-                    target=row.username,
-                    description=row.description,
-                    domains=sorted(d.name for d in domains),
-                )
+            row, password = changes.create_login(
+                request,
+                tenant=tenant,
+                domains=domains,
+                description=form.validated_data["description"],
+            )
         except CredentialError as exc:
             raise ValidationError({"domains": [str(exc)]}) from None
         data = NewSmtpCredentialSerializer(with_secret(row, "password", password)).data
@@ -175,15 +146,7 @@ class SmtpCredentialViewSet(CredentialViewSet):
     def rotate(self, request, pk=None):
         old = self.get_object()
         try:
-            with transaction.atomic():
-                row, password = rotate_smtp_credential(old)
-                audit.record(
-                    request,
-                    tenant=old.tenant_id,
-                    action="smtp_credential.rotated",
-                    target=old.username,
-                    replaced_by=row.username,
-                )
+            row, password = changes.rotate(request, old)
         except CredentialError as exc:
             raise Conflict({"detail": str(exc)}) from None
         data = NewSmtpCredentialSerializer(with_secret(row, "password", password)).data
@@ -193,30 +156,19 @@ class SmtpCredentialViewSet(CredentialViewSet):
 class ApiKeyViewSet(CredentialViewSet):
     model = ApiKey
     serializer_class = ApiKeySerializer
-    audit_kind = "api_key"
-
-    def audit_target(self, row) -> str:
-        return f"sm_{row.prefix}"
 
     @extend_schema(request=ApiKeyCreateSerializer, responses={201: NewApiKeySerializer})
     def create(self, request):
         form = ApiKeyCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            with transaction.atomic():
-                row, key = create_api_key(
-                    tenant=request.auth.tenant,
-                    name=form.validated_data["name"],
-                    role=form.validated_data["role"],
-                    granted_by=key_role(request),
-                )
-                audit.record(
-                    request,
-                    tenant=row.tenant_id,
-                    action="api_key.created",
-                    target=self.audit_target(row),
-                    **api_key_detail(row),
-                )
+            row, key = changes.create_key(
+                request,
+                tenant=request.auth.tenant,
+                name=form.validated_data["name"],
+                role=form.validated_data["role"],
+                granted_by=key_role(request),
+            )
         except GrantError as exc:
             raise grant_refused(exc) from None
         return Response(
@@ -228,16 +180,7 @@ class ApiKeyViewSet(CredentialViewSet):
     def rotate(self, request, pk=None):
         old = self.get_object()
         try:
-            with transaction.atomic():
-                row, key = rotate_api_key(old, granted_by=key_role(request))
-                audit.record(
-                    request,
-                    tenant=old.tenant_id,
-                    action="api_key.rotated",
-                    target=self.audit_target(old),
-                    replaced_by=self.audit_target(row),
-                    **api_key_detail(row),
-                )
+            row, key = changes.rotate(request, old, granted_by=key_role(request))
         except GrantError as exc:
             raise grant_refused(exc) from None
         except CredentialError as exc:
