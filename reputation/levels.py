@@ -135,6 +135,8 @@ def evaluate(
                 reason=standing.reason,
                 created_at=now,
             )
+        elif not standing.reason:
+            standing.reason = why[:300]  # a new standing: why it is where it starts
         standing.save()
     if standing.level != old:
         _forget(tenant_id)

@@ -234,6 +234,9 @@ def test_the_minimum_sample_keeps_a_few_bounces_from_counting(verified_domain):
     record(verified_domain, delivered=60, bounced=30)  # 33%, but only 90 messages
     update_reputation()
     assert level_of(verified_domain.tenant) == Level.EXCELLENT
+    # A new standing says why it is where it starts, as the dashboard shows it.
+    own = Standing.objects.get(tenant=verified_domain.tenant, domain=None)
+    assert own.reason.startswith("too few messages for a bounce rate (90)")
     record(verified_domain, delivered=5, bounced=5)  # now 100: 35%
     update_reputation()
     assert level_of(verified_domain.tenant) == Level.SUSPENDED
