@@ -280,28 +280,7 @@ class TenantAdmin(admin.ModelAdmin):
         )
         if page is not None:
             return page
-        done, skipped = [], []
-        for tenant in queryset:
-            if tenant.suspended:
-                skipped.append(tenant.name)
-                continue
-            with transaction.atomic():
-                tenant.suspend(reason)
-                audit.record(
-                    request,
-                    tenant=tenant,
-                    action="tenant.suspended",
-                    target=tenant.name,
-                    reason=reason,
-                )
-            done.append(tenant.name)
-        self.message_user(request, f"{len(done)} tenant(s) suspended: {', '.join(done)}.")
-        if skipped:
-            self.message_user(
-                request,
-                f"{len(skipped)} already suspended, left as they are: {', '.join(skipped)}.",
-                messages.WARNING,
-            )
+        self._change_suspension(request, queryset, suspend=True, reason=reason)
         return None
 
     @admin.action(description="Reinstate suspended tenants, with a reason")
@@ -316,31 +295,42 @@ class TenantAdmin(admin.ModelAdmin):
         )
         if page is not None:
             return page
+        self._change_suspension(request, queryset, suspend=False, reason=reason)
+        return None
+
+    def _change_suspension(self, request, queryset, *, suspend: bool, reason: str) -> None:
+        """Suspend or reinstate each tenant not in that state yet, each with its audit row
+        (a reinstatement's row keeps why the tenant had been suspended)."""
         done, skipped = [], []
         for tenant in queryset:
-            if not tenant.suspended:
+            if tenant.suspended == suspend:
                 skipped.append(tenant.name)
                 continue
-            was = tenant.suspended_reason
+            detail = {"reason": reason}
             with transaction.atomic():
-                tenant.reinstate()
+                if suspend:
+                    tenant.suspend(reason)
+                else:
+                    detail["suspended_for"] = tenant.suspended_reason
+                    tenant.reinstate()
                 audit.record(
                     request,
                     tenant=tenant,
-                    action="tenant.reinstated",
+                    action="tenant.suspended" if suspend else "tenant.reinstated",
                     target=tenant.name,
-                    reason=reason,
-                    suspended_for=was,
+                    **detail,
                 )
             done.append(tenant.name)
-        self.message_user(request, f"{len(done)} tenant(s) reinstated: {', '.join(done)}.")
+        verb, already = (
+            ("suspended", "already suspended") if suspend else ("reinstated", "not suspended")
+        )
+        self.message_user(request, f"{len(done)} tenant(s) {verb}: {', '.join(done)}.")
         if skipped:
             self.message_user(
                 request,
-                f"{len(skipped)} not suspended, left as they are: {', '.join(skipped)}.",
+                f"{len(skipped)} {already}, left as they are: {', '.join(skipped)}.",
                 messages.WARNING,
             )
-        return None
 
     @admin.action(description="Purge the queue (cancel every recipient not sent yet)")
     def purge_queue(self, request, queryset):
