@@ -37,6 +37,7 @@ from reputation.gate import Decision, may_send, take_permit
 from reputation.models import Level, Standing
 from reputation.suppressions import listed_as
 from sendmsg import read_cache, sql
+from sendmsg.log_context import log_context
 
 log = logging.getLogger(__name__)
 
@@ -252,73 +253,75 @@ def accept_message(
     if len(from_addresses) != 1:
         raise AcceptError(550, "5.6.0", "The message needs exactly one From: address")
     queue_id = new_queue_id()
-    data, message_id = _complete_headers(data, headers, domain, queue_id=queue_id)
-    try:
-        check_sender_domain(sender, from_addresses[0], what="From:")
-    except AcceptError as exc:
-        # After DATA the refusal is of the message, not of an address: 550 (RFC 5321).
-        raise AcceptError(550, exc.enhanced, exc.text) from None
+    with log_context(queue_id=queue_id, tenant_id=sender.tenant_id) as context:
+        data, message_id = _complete_headers(data, headers, domain, queue_id=queue_id)
+        try:
+            check_sender_domain(sender, from_addresses[0], what="From:")
+        except AcceptError as exc:
+            # After DATA the refusal is of the message, not of an address: 550 (RFC 5321).
+            raise AcceptError(550, exc.enhanced, exc.text) from None
 
-    message = Message(
-        tenant_id=sender.tenant_id,
-        domain=domain,
-        queue_id=queue_id,
-        source=source,
-        mail_from=mail_from,
-        header_from=from_addresses[0],
-        subject=str(headers.get("Subject", ""))[:998],
-        message_id=message_id[:998],
-        raw=data,
-        size=len(data),
-        tags=tags or [],
-        metadata=metadata or {},
-        unsubscribe=list_unsubscribe.wanted(
-            tenant_id=sender.tenant_id, asked=unsubscribe, header=header_opt_in
-        ),
-    )
-    rows = [
-        Recipient(
-            message=message,
+        message = Message(
             tenant_id=sender.tenant_id,
-            address=address,
-            domain=d,
-            state=(
-                RecipientState.SUPPRESSED
-                if listed_as(address) in suppressed
-                else RecipientState.QUEUED
+            domain=domain,
+            queue_id=queue_id,
+            source=source,
+            mail_from=mail_from,
+            header_from=from_addresses[0],
+            subject=str(headers.get("Subject", ""))[:998],
+            message_id=message_id[:998],
+            raw=data,
+            size=len(data),
+            tags=tags or [],
+            metadata=metadata or {},
+            unsubscribe=list_unsubscribe.wanted(
+                tenant_id=sender.tenant_id, asked=unsubscribe, header=header_opt_in
             ),
-            next_attempt_at=message.created_at,
-            updated_at=message.created_at,
         )
-        for address, d in zip(recipients, rcpt_domains, strict=True)
-    ]
-    with transaction.atomic():
-        sql.insert([message])
-        for row in rows:
-            row.message_id = message.pk
-        sql.insert(rows)
-        sql.insert(
-            [
-                Event(
-                    tenant_id=sender.tenant_id,
-                    message=message,
-                    recipient=row,
-                    type=(
-                        EventType.ACCEPTED
-                        if row.state == RecipientState.QUEUED
-                        else EventType.SUPPRESSED
-                    ),
-                    created_at=message.created_at,
-                )
-                for row in rows
-            ]
-        )
-        permit = take_permit(tenant_id=sender.tenant_id, domain=domain)
-        if not permit.allowed:
-            raise refusal(permit)  # rolls back what this block wrote
-        # message.recipients.all() answers from these rows, without a query.
-        message._prefetched_objects_cache = {"recipients": rows}
-        if any(row.state == RecipientState.QUEUED for row in rows):
-            transaction.on_commit(lambda: wake_delivery(message.pk))
-    log.info("accepted queue_id=%s recipients=%d source=%s", message.queue_id, len(rows), source)
-    return message
+        rows = [
+            Recipient(
+                message=message,
+                tenant_id=sender.tenant_id,
+                address=address,
+                domain=d,
+                state=(
+                    RecipientState.SUPPRESSED
+                    if listed_as(address) in suppressed
+                    else RecipientState.QUEUED
+                ),
+                next_attempt_at=message.created_at,
+                updated_at=message.created_at,
+            )
+            for address, d in zip(recipients, rcpt_domains, strict=True)
+        ]
+        with transaction.atomic():
+            sql.insert([message])
+            for row in rows:
+                row.message_id = message.pk
+            sql.insert(rows)
+            context.add(message_id=message.pk, recipient_ids=[row.pk for row in rows])
+            sql.insert(
+                [
+                    Event(
+                        tenant_id=sender.tenant_id,
+                        message=message,
+                        recipient=row,
+                        type=(
+                            EventType.ACCEPTED
+                            if row.state == RecipientState.QUEUED
+                            else EventType.SUPPRESSED
+                        ),
+                        created_at=message.created_at,
+                    )
+                    for row in rows
+                ]
+            )
+            permit = take_permit(tenant_id=sender.tenant_id, domain=domain)
+            if not permit.allowed:
+                raise refusal(permit)  # rolls back what this block wrote
+            # message.recipients.all() answers from these rows, without a query.
+            message._prefetched_objects_cache = {"recipients": rows}
+            if any(row.state == RecipientState.QUEUED for row in rows):
+                transaction.on_commit(lambda: wake_delivery(message.pk))
+        log.info("accepted recipients=%d source=%s", len(rows), source)
+        return message

@@ -30,9 +30,13 @@ from delivery.models import (
 )
 from delivery.replies import SmtpReply
 from reputation.bounce_patterns import classify
+from sendmsg.log_context import log_context, message_context
 from sendmsg.write_turn import write_turn
 
 log = logging.getLogger(__name__)
+
+FAILED_STATES = {RecipientState.BOUNCED, RecipientState.EXPIRED}
+"""Outcomes logged as warnings: the recipient will not get the message."""
 
 
 def outcome_of(recipient: Recipient, reply: SmtpReply, *, mx_host: str) -> Outcome:
@@ -78,28 +82,40 @@ class OutcomeBatch:
         if not self.pending:
             return
         outcomes, self.pending = self.pending, []
-        written = {id(o) for o in finish_all(outcomes)}
+        with batch_context([o.recipient for o in outcomes]):
+            written = {id(o) for o in finish_all(outcomes)}
         for outcome in outcomes:
             recipient = outcome.recipient
-            if id(outcome) not in written:
-                log.warning(
-                    "recipient_id=%s lease lost before recording %s", recipient.pk, outcome.reply
+            with message_context(recipient.message, [recipient.pk]):
+                if id(outcome) not in written:
+                    log.warning("lease lost before recording %s", outcome.reply)
+                    continue
+                level = logging.WARNING if outcome.state in FAILED_STATES else logging.INFO
+                log.log(
+                    level, "%s mx=%s reply=%s", outcome.state, outcome.mx_host or "-", outcome.reply
                 )
-                continue
-            log.info(
-                "queue_id=%s recipient_id=%s %s mx=%s reply=%s",
-                recipient.message.queue_id,
-                recipient.pk,
-                outcome.state,
-                outcome.mx_host or "-",
-                outcome.reply,
-            )
 
     def __enter__(self) -> OutcomeBatch:
         return self
 
     def __exit__(self, *exc) -> None:
         self.flush()
+
+
+def batch_context(recipients: list[Recipient]) -> log_context:
+    """The log context of writing these recipients' outcomes together: their message's,
+    or the ids of all their messages when there are several."""
+    messages = {r.message_id: r.message for r in recipients}
+    ids = [r.pk for r in recipients]
+    if len(messages) == 1:
+        return message_context(next(iter(messages.values())), ids)
+    return log_context(
+        queue_id=None,
+        message_id=None,
+        tenant_id=None,
+        message_ids=list(messages),
+        recipient_ids=ids,
+    )
 
 
 def retry_delay(attempts: int) -> timedelta:

@@ -28,6 +28,8 @@ from delivery.replies import SmtpReply
 from delivery.routes import Routes
 from delivery.smtp_transaction import Transaction
 from delivery.tls_policy import TlsFailure, TlsPolicy
+from sendmsg import worker_shutdown
+from sendmsg.log_context import log_context, message_context
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +63,10 @@ def deliver_messages(
     all, connections kept for the next message (delivery/outbound.py), outcomes written
     in batches (delivery/outcomes.py).
 
-    A message is started only before ``stop_starting`` (time.monotonic()); the leases of
-    those not started are given up at once. Returns (recipients claimed and attempted,
-    ids of the messages not started).
+    A message is started only before ``stop_starting`` (time.monotonic()) and while the
+    workers are not stopping (sendmsg/worker_shutdown.py); the leases of those not
+    started are given up at once. Returns (recipients claimed and attempted, ids of the
+    messages not started).
     """
     token, claimed = Recipient.objects.filter(message_id__in=message_ids).claim(
         lease_seconds=settings.SENDMSG_LEASE_SECONDS
@@ -78,29 +81,36 @@ def deliver_messages(
     connections, routes = kept_connections(), Routes()
     with OutcomeBatch() as outcomes:
         for done, message_id in enumerate(order):
-            if done and stop_starting is not None and time.monotonic() > stop_starting:
+            if done and (worker_shutdown.stopping() or past(stop_starting)):
                 left = order[done:]
                 Recipient.objects.filter(message_id__in=left, lease_token=token).update(
                     lease_until=timezone.now()
                 )
                 return attempted, left
             message, recipients = messages[message_id], by_message[message_id]
-            for recipient in recipients:
-                recipient.message = message
-            if message.domain_id not in keys:
-                keys[message.domain_id] = message.domain.signing_keys()
-            for domain, group, data in transactions(message, recipients, keys[message.domain_id]):
-                deliver_domain(
-                    message=message,
-                    data=data,
-                    domain=domain,
-                    recipients=group,
-                    connections=connections,
-                    outcomes=outcomes,
-                    routes=routes,
-                )
+            with message_context(message, [r.pk for r in recipients]):
+                for recipient in recipients:
+                    recipient.message = message
+                if message.domain_id not in keys:
+                    keys[message.domain_id] = message.domain.signing_keys()
+                for domain, group, data in transactions(
+                    message, recipients, keys[message.domain_id]
+                ):
+                    deliver_domain(
+                        message=message,
+                        data=data,
+                        domain=domain,
+                        recipients=group,
+                        connections=connections,
+                        outcomes=outcomes,
+                        routes=routes,
+                    )
             attempted += len(recipients)
     return attempted, []
+
+
+def past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() > deadline
 
 
 def transactions(
@@ -138,32 +148,35 @@ def deliver_domain(
     outcomes: OutcomeBatch,
     routes: Routes,
 ) -> None:
-    try:
-        hosts = routes.mx_hosts(domain)
-    except MxError as exc:
-        outcomes.add(recipients, exc.reply, mx_host="")
-        return
-    tls = routes.tls(domain, message.domain)
-    last = SmtpReply(451, "4.4.1", f"No MX host of {domain} could be reached")
-    pending = list(recipients)
-    for host in hosts:
-        if refusal := tls.refuse_host(host):
-            last = refusal
-            log.info("queue_id=%s mx=%s skipped: %s", message.queue_id, host, refusal)
-            continue
-        for address in routes.addresses(host):
-            transaction = Transaction(
-                message=message, data=data, domain=domain, host=host, outcomes=outcomes
-            )
-            try:
-                deliver_to_host(transaction, pending, address=address, tls=tls, cache=connections)
-            except HostFailed as exc:
-                last = exc.reply
-                log.info("queue_id=%s mx=%s (%s) failed: %s", message.queue_id, host, address, exc)
-            pending = transaction.unrecorded(pending)
-            if not pending:
-                return
-    outcomes.add(pending, last, mx_host="")
+    with log_context(recipient_ids=[r.pk for r in recipients], rcpt_domain=domain):
+        try:
+            hosts = routes.mx_hosts(domain)
+        except MxError as exc:
+            outcomes.add(recipients, exc.reply, mx_host="")
+            return
+        tls = routes.tls(domain, message.domain)
+        last = SmtpReply(451, "4.4.1", f"No MX host of {domain} could be reached")
+        pending = list(recipients)
+        for host in hosts:
+            if refusal := tls.refuse_host(host):
+                last = refusal
+                log.info("mx=%s skipped: %s", host, refusal)
+                continue
+            for address in routes.addresses(host):
+                transaction = Transaction(
+                    message=message, data=data, domain=domain, host=host, outcomes=outcomes
+                )
+                try:
+                    deliver_to_host(
+                        transaction, pending, address=address, tls=tls, cache=connections
+                    )
+                except HostFailed as exc:
+                    last = exc.reply
+                    log.info("mx=%s (%s) failed: %s", host, address, exc)
+                pending = transaction.unrecorded(pending)
+                if not pending:
+                    return
+        outcomes.add(pending, last, mx_host="")
 
 
 def deliver_to_host(

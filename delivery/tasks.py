@@ -10,6 +10,8 @@ from django_q.tasks import async_task
 
 from delivery.models import Recipient
 from delivery.relay import deliver_messages, worst_transaction_seconds
+from sendmsg import worker_shutdown
+from sendmsg.log_context import log_context
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +27,26 @@ def deliver(message_ids: list[int] | int) -> int:
     in batches (delivery/relay.py deliver_messages).
 
     A message is started only while a whole worst-case SMTP transaction still fits in
-    django-q2's timeout; the rest go to a new task. (A single id is what tasks queued by
-    earlier releases carry.)
+    django-q2's timeout; the rest go to a new task. Likewise once the workers are asked
+    to stop (sendmsg/worker_shutdown.py): a task not started yet goes back to the broker
+    whole, for a worker that stays. (A single id is what tasks queued by earlier releases
+    carry.)
     """
     ids = [message_ids] if isinstance(message_ids, int) else list(message_ids)
-    stop_starting = time.monotonic() + settings.Q_CLUSTER["timeout"] - worst_transaction_seconds()
-    claimed, left = deliver_messages(ids, stop_starting=stop_starting)
-    if left:
-        enqueue_delivery(left)
-    return claimed
+    with log_context(message_ids=ids):
+        if worker_shutdown.stopping():
+            enqueue_delivery(ids)
+            log.info("stopping: task handed back to the broker")
+            return 0
+        stop_starting = (
+            time.monotonic() + settings.Q_CLUSTER["timeout"] - worst_transaction_seconds()
+        )
+        claimed, left = deliver_messages(ids, stop_starting=stop_starting)
+        if left:
+            enqueue_delivery(left)
+            with log_context(message_ids=left):
+                log.info("%d messages not started, handed to a new task", len(left))
+        return claimed
 
 
 def sweep() -> int:
@@ -44,8 +57,9 @@ def sweep() -> int:
         .distinct()[: settings.SENDMSG_SWEEP_BATCH]
     )
     chunk = settings.SENDMSG_WAKE_CHUNK
-    for start in range(0, len(message_ids), chunk):
-        enqueue_delivery(message_ids[start : start + chunk])
-    if message_ids:
-        log.info("sweeper woke %d messages", len(message_ids))
+    with log_context(message_ids=message_ids):
+        for start in range(0, len(message_ids), chunk):
+            enqueue_delivery(message_ids[start : start + chunk])
+        if message_ids:
+            log.info("sweeper woke %d messages", len(message_ids))
     return len(message_ids)

@@ -49,6 +49,7 @@ from delivery.verp import find_recipient
 from domains.names import InvalidDomain, domain_of
 from reputation.models import InboundReport, SuppressionReason
 from reputation.suppressions import add_after
+from sendmsg.log_context import message_context
 from sendmsg.write_turn import write_turn
 
 log = logging.getLogger(__name__)
@@ -217,6 +218,7 @@ def find_complained_recipient(
             continue
         recipient = _recipient_of(message, complaint)
         if recipient is not None:
+            recipient.message = message  # what the log needs, without the raw message
             return recipient
     # A shared return path (m-…) names its recipient through the report's addresses,
     # given to it in the form a DSN reports them.
@@ -278,16 +280,17 @@ def store_complaint(
             complaint.message_id[:200],
         )
         return 0
-    with write_turn(), transaction.atomic():
-        InboundReport.objects.create(
-            tenant_id=recipient.tenant_id,
-            recipient=recipient,
-            envelope_from=envelope_from[:320],
-            peer=peer[:64],
-            raw=data,
-        )
-        result = record_complaint(recipient=recipient, complaint=complaint)
-    log.info("inbound complaint from %s for recipient_id=%s: %s", peer, recipient.pk, result.value)
+    with message_context(recipient.message, [recipient.pk]):
+        with write_turn(), transaction.atomic():
+            InboundReport.objects.create(
+                tenant_id=recipient.tenant_id,
+                recipient=recipient,
+                envelope_from=envelope_from[:320],
+                peer=peer[:64],
+                raw=data,
+            )
+            result = record_complaint(recipient=recipient, complaint=complaint)
+        log.info("inbound complaint from %s: %s", peer, result.value)
     return 1
 
 

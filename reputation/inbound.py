@@ -21,6 +21,7 @@ from reputation.bounce_processing import process_report
 from reputation.bounces import Report, ReportKind, parse_report
 from reputation.complaints import is_complaint_address, read_complaint, store_complaint
 from reputation.models import InboundReport
+from sendmsg.log_context import message_context
 from sendmsg.smtp import BaseHandler, in_thread
 from sendmsg.write_turn import write_turn
 
@@ -58,22 +59,18 @@ def store_reports(*, rcpt_tos: list[str], envelope_from: str, peer: str, raw: by
     with write_turn(), transaction.atomic():
         results = []
         for recipient in recipients:
-            InboundReport.objects.create(
-                tenant_id=recipient.tenant_id,
-                recipient=recipient,
-                envelope_from=envelope_from[:320],
-                peer=peer[:64],
-                raw=data,
-            )
-            results.append((recipient.pk, process_report(recipient=recipient, report=report)))
-    for recipient_id, result in results:  # committed: now it is true
-        log.info(
-            "inbound %s report from %s for recipient_id=%s: %s",
-            report.kind,
-            peer,
-            recipient_id,
-            result,
-        )
+            with message_context(recipient.message, [recipient.pk]):
+                InboundReport.objects.create(
+                    tenant_id=recipient.tenant_id,
+                    recipient=recipient,
+                    envelope_from=envelope_from[:320],
+                    peer=peer[:64],
+                    raw=data,
+                )
+                results.append((recipient, process_report(recipient=recipient, report=report)))
+    for recipient, result in results:  # committed: now it is true
+        with message_context(recipient.message, [recipient.pk]):
+            log.info("inbound %s report from %s: %s", report.kind, peer, result)
     return len(recipients)
 
 

@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
+from sendmsg import log_context
 from sendmsg.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -215,8 +217,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "sendmsg",  # before django_q: its qcluster command replaces django-q2's
     "django_q",
-    "sendmsg",
     "domains",
     "delivery",
     "reputation",
@@ -385,11 +387,28 @@ if SENDMSG_BROKER == "orm":
 else:
     Q_CLUSTER["redis"] = SENDMSG_BROKER
 
+# Every line carries the ids of the work in hand (sendmsg/log_context.py): `plain` puts
+# them after the message as key=value, `json` writes one object a line (for production,
+# where a log shipper reads them).
+SENDMSG_LOG_FORMAT = env_str("SENDMSG_LOG_FORMAT", "plain")
+if SENDMSG_LOG_FORMAT not in log_context.FORMATS:
+    formats = " or ".join(log_context.FORMATS)
+    raise ImproperlyConfigured(f"SENDMSG_LOG_FORMAT must be {formats}, got {SENDMSG_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"log_context": {"()": "sendmsg.log_context.ContextFilter"}},
+    "formatters": {
+        "plain": {"()": "sendmsg.log_context.PlainFormatter"},
+        "json": {"()": "sendmsg.log_context.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": SENDMSG_LOG_FORMAT,
+            "filters": ["log_context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("SENDMSG_LOG_LEVEL", "INFO")},
     "loggers": {"django": {"level": "WARNING"}, "mail.log": {"level": "WARNING"}},
 }

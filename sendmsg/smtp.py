@@ -20,7 +20,7 @@ from aiosmtpd.smtp import SMTP
 from django.conf import settings
 from django.db import close_old_connections
 
-from sendmsg import smtp_status
+from sendmsg import smtp_shutdown, smtp_status
 from sendmsg.group_commit import GroupCommitExecutor
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,9 @@ class PlatformSMTP(SMTP):
       being received, from the last bytes of it (aiosmtpd counts from the last command,
       so a long upload or a slow commit would be cut). When it expires the client gets
       ``421 4.4.2`` before the connection closes (aiosmtpd just closes).
+
+    - When the listener stops, the session ends with ``421 4.3.2`` at its first moment
+      outside a mail transaction (sendmsg/smtp_shutdown.py).
     """
 
     def __init__(
@@ -235,6 +238,8 @@ class PlatformSMTP(SMTP):
         self._receiving_data = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None:
+            smtp_shutdown.opened(self)
         # Called again with the TLS transport after STARTTLS: count the TCP connection once.
         if self.transport is None and self._listener and not self._counted:
             smtp_status.opened(self._listener)
@@ -249,6 +254,7 @@ class PlatformSMTP(SMTP):
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
+        smtp_shutdown.closed(self)
         if self._counted:
             smtp_status.closed(self._listener)
             self._counted = False
@@ -280,6 +286,21 @@ class PlatformSMTP(SMTP):
             await super().smtp_DATA(arg)
         finally:
             self._receiving_data = False
+        if smtp_shutdown.draining():
+            self.end_if_idle()
+
+    def in_transaction(self) -> bool:
+        """Between MAIL and the reply to DATA (or RSET)."""
+        return self._receiving_data or getattr(self.envelope, "mail_from", None) is not None
+
+    def end_if_idle(self) -> None:
+        """Say ``421`` and close, unless a mail transaction is under way: then this is
+        asked again once it has its reply."""
+        if self.transport is None or self.transport.is_closing() or self.in_transaction():
+            return
+        reply = smtp_shutdown.SHUTTING_DOWN.format(host=self.hostname)
+        self.transport.write(reply.encode("ascii") + b"\r\n")
+        self.transport.close()
 
     async def push(self, status: str | bytes) -> None:
         if isinstance(status, str):
@@ -291,6 +312,8 @@ class PlatformSMTP(SMTP):
             self.transport.close()
         elif self.transport is not None:
             self._reset_timeout()
+            if smtp_shutdown.draining() and not status.startswith(b"354"):
+                self.end_if_idle()
 
 
 class BaseHandler:

@@ -17,6 +17,7 @@ from django.db import connection
 
 from tests.peers.dns_server import DnsServer
 from tests.peers.processes import REPO_ROOT, ManagedProcess, manage_py
+from tests.peers.redis_server import RedisServer
 from tests.peers.smtp_receiver import SmtpReceiver
 from tests.settings import TEST_ENV
 
@@ -94,6 +95,15 @@ def mx_receiver() -> SmtpReceiver:
     receiver.start()
     yield receiver
     receiver.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory) -> RedisServer:
+    """An empty Redis of the test's own, for django-q2's Redis broker."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -1,11 +1,15 @@
 """Invariant 3 for real: the worker dies at the worst moment and no accepted message is lost.
 
-Real processes on a file-backed database: the SMTP submission listener accepts mail, a
+Real processes on a file-backed database: an SMTP submission listener accepts mail, a
 qcluster of our own relays it, and while the receiving MX holds its reply to DATA the
 worker's whole process group is killed with SIGKILL. Once the dead worker's lease has
 run out, the sweeper hands its recipients to a new worker, which delivers every accepted
 message. The receiver discards a DATA it never answered (as a real MTA does when the
 client goes away), so each message must arrive exactly once.
+
+It runs on both of django-q2's brokers: the database (the default) and Redis (the
+production one). Redis pops a task without acknowledgement, so the killed worker's task
+is gone from Redis too: only the database lease and the sweeper bring its mail back.
 """
 
 from __future__ import annotations
@@ -19,15 +23,14 @@ from email.message import EmailMessage
 from email.policy import SMTP
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from delivery.credentials import create_smtp_credential
 from delivery.models import Event, Recipient, RecipientState
-from delivery.tasks import sweep
-from tests.conftest import platform_env, wait_until
-from tests.peers.processes import REPO_ROOT, ManagedProcess, group_exists, group_members, manage_py
+from tests.conftest import wait_until
+from tests.peers.processes import ManagedProcess, group_exists, group_members
 from tests.peers.smtp_receiver import HANG_END_OF_DATA
+from tests.platform_processes import environment, listener, sweep_now, worker
 
 pytestmark = [pytest.mark.peers, pytest.mark.django_db(transaction=True)]
 
@@ -80,30 +83,27 @@ def wait_for_delivered(addresses: set[str], *workers: ManagedProcess | None) -> 
         raise AssertionError(f"not delivered in time: {states}\n{logs}") from None
 
 
-def worker(name: str, log_dir) -> ManagedProcess:
-    """A qcluster of our own: own process group, short lease."""
-    process = ManagedProcess(
-        name,
-        manage_py("qcluster"),
-        env={**platform_env(), **WORKER_ENV},
-        cwd=REPO_ROOT,
-        log_dir=log_dir,
-    )
-    process.start()
-    process.wait_for_log("running", timeout=30)
-    return process
+@pytest.fixture(params=["database", "redis"])
+def broker_env(request) -> dict[str, str]:
+    """The environment of the test's processes: the session's, the short lease, and the
+    broker under test."""
+    env = environment(**WORKER_ENV)
+    if request.param == "redis":
+        env["SENDMSG_BROKER"] = request.getfixturevalue("redis_server").url()
+    return env
 
 
 def test_sigkill_while_the_mx_holds_data_loses_and_duplicates_nothing(
-    platform, verified_domain, mx, client_tls, tmp_path
+    platform, verified_domain, mx, client_tls, tmp_path, broker_env
 ):
     credential, password = create_smtp_credential(tenant=verified_domain.tenant)
     # The session's own worker would compete for the mail; only ours may run here.
     platform["workers"].stop()
-    first = second = None
+    first = second = smtpd = None
     try:
-        first = worker("crash-worker-1", tmp_path)
-        with smtplib.SMTP("localhost", settings.SENDMSG_SUBMISSION_PORT, timeout=15) as client:
+        smtpd, port = listener("crash-smtpd", tmp_path, broker_env)
+        first = worker("crash-worker-1", tmp_path, broker_env)
+        with smtplib.SMTP("localhost", port, timeout=15) as client:
             client.starttls(context=client_tls)
             client.login(credential.username, password)
             # One delivered before the crash ...
@@ -139,18 +139,18 @@ def test_sigkill_while_the_mx_holds_data_loses_and_duplicates_nothing(
         # The receiver works again and a new worker starts. The sweeper's next run hands
         # it the mail nobody had claimed; the dead worker's recipients stay leased ...
         mx.hang_after(None)
-        second = worker("crash-worker-2", tmp_path)
+        second = worker("crash-worker-2", tmp_path, broker_env)
         lease_end = max(r.lease_until for r in held)
-        sweep()
+        sweep_now(broker_env)
         wait_for_delivered(accepted - in_flight, second)
         if timezone.now() < lease_end:  # (a very slow machine may already be past it)
             assert {r.state for r in held} == {RecipientState.SENDING}
         # ... until their lease is over: then the sweeper hands them on as well.
         time.sleep(max(0.0, (lease_end - timezone.now()).total_seconds()) + 0.2)
-        assert sweep() >= 1
+        assert sweep_now(broker_env) >= 1
         wait_for_delivered(accepted, second)
     finally:
-        for process in (first, second):
+        for process in (first, second, smtpd):
             if process is not None:
                 process.stop()
         mx.hang_after(None)

@@ -16,6 +16,7 @@ timeout per run, not one per event.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -41,6 +42,9 @@ from delivery.models import (
 )
 from delivery.webhooks import client, signing
 from domains.crypto import DecryptionError
+from sendmsg.log_context import log_context, message_context
+
+log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 100
 PRUNE_BATCH = 1000
@@ -86,6 +90,7 @@ class Outgoing:
     event_type: str
     secrets: list[str]
     error: str = ""
+    event: Event | None = None  # read with its message (EVENT_RELATED), for the log
 
     def headers(self) -> dict[str, str]:
         """Signed at send time: a retry carries a fresh timestamp."""
@@ -138,6 +143,7 @@ def prepare(deliveries: list[WebhookDelivery], *, now: datetime) -> list[Outgoin
                 event_type=event_type,
                 secrets=found if isinstance(found, list) else [],
                 error=error,
+                event=event,
             )
         )
     return outgoing
@@ -249,16 +255,20 @@ def _post_all(
             skip = endpoint_id in failing and not last_chance
         if skip or time.monotonic() >= deadline:
             return None
-        if item.error:
-            response = client.Response(started_at=timezone.now(), duration_ms=0, error=item.error)
-        else:
-            response = client.post(
-                item.url,
-                body=item.body,
-                headers=item.headers(),
-                timeout=settings.SENDMSG_WEBHOOK_TIMEOUT,
-                cache=cache,
-            )
+        with delivery_context(item):
+            if item.error:
+                response = client.Response(
+                    started_at=timezone.now(), duration_ms=0, error=item.error
+                )
+            else:
+                response = client.post(
+                    item.url,
+                    body=item.body,
+                    headers=item.headers(),
+                    timeout=settings.SENDMSG_WEBHOOK_TIMEOUT,
+                    cache=cache,
+                )
+            log_attempt(item, response)
         if not response.succeeded:
             with lock:
                 failing.add(endpoint_id)
@@ -280,6 +290,30 @@ def _post_all(
             ):
                 results[index] = response
     return results
+
+
+def delivery_context(item: Outgoing) -> log_context:
+    """The log context of one webhook delivery: its event's message and recipient (a
+    notice's or a test ping's: the delivery alone)."""
+    fields = {"webhook_delivery_id": item.delivery.pk, "endpoint_id": item.delivery.endpoint_id}
+    event = item.event
+    if event is None:
+        return log_context(**fields)
+    recipient_ids = [event.recipient_id] if event.recipient_id is not None else []
+    return message_context(event.message, recipient_ids, event_id=event.pk, **fields)
+
+
+def log_attempt(item: Outgoing, response: client.Response) -> None:
+    outcome = response.error or f"HTTP {response.status_code}"
+    level = logging.INFO if response.succeeded else logging.WARNING
+    log.log(
+        level,
+        "webhook %s attempt %d: %s in %d ms",
+        item.event_type,
+        item.delivery.attempts + 1,
+        outcome,
+        response.duration_ms,
+    )
 
 
 def send_test(endpoint: WebhookEndpoint) -> WebhookAttempt:

@@ -172,6 +172,20 @@ class ManagedProcess:
                 )
             time.sleep(0.05)
 
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the process itself (not its group), as a service manager
+        with ``KillMode=mixed`` does."""
+        if self._proc is None:
+            raise RuntimeError(f"{self.name}: not started")
+        self._proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to exit by itself; returns its exit code. Raises
+        subprocess.TimeoutExpired after ``timeout`` seconds (it is left running)."""
+        if self._proc is None:
+            raise RuntimeError(f"{self.name}: not started")
+        return self._proc.wait(timeout=timeout)
+
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM the leader, wait up to ``timeout`` s, then SIGKILL the process group.
 

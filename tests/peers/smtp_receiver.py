@@ -85,6 +85,7 @@ class _Script:
         self.greeting: str | None = None
         self.hang: str | None = None
         self.drop_in_data = False
+        self.data_delay = 0.0
 
 
 class SmtpReceiver:
@@ -333,6 +334,12 @@ class SmtpReceiver:
         with self._lock:
             self._script.hang = None if command is None else command.upper()
 
+    def delay_data(self, seconds: float) -> None:
+        """Take ``seconds`` before answering the final dot of each message, as a slow or
+        busy MX does (``0``: answer at once)."""
+        with self._lock:
+            self._script.data_delay = seconds
+
     def drop_in_data(self, on: bool) -> None:
         """If on, answer DATA with 354, read one line of the message, then close the
         connection without a reply."""
@@ -404,6 +411,8 @@ class _Handler:
                 await server.hang()  # only ends by cancellation: the message is not recorded
             finally:
                 self.receiver._hold(-1)
+        if script.data_delay:
+            await asyncio.sleep(script.data_delay)
         reply = script.data or f"250 2.0.0 Ok: queued as {uuid.uuid4().hex[:12].upper()}"
         if reply.startswith("2"):
             mail_from = envelope.mail_from or ""

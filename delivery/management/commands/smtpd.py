@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from delivery import wake
 from delivery.submission import SubmissionHandler
 from reputation.inbound import InboundHandler
-from sendmsg import smtp_status
+from sendmsg import smtp_shutdown, smtp_status
 from sendmsg.group_commit import GroupCommitExecutor
 from sendmsg.smtp import ConnectionLimit, SharedConnectionLimit, database_executor
 from sendmsg.smtp import PlatformSMTP as SMTP
@@ -27,7 +27,7 @@ from sendmsg.tls import server_context
 log = logging.getLogger(__name__)
 
 LISTENERS = ("submission", "submission-tls", "inbound")
-SHUTDOWN_GRACE_SECONDS = 10
+SHUTDOWN_GRACE_SECONDS = 30  # for a transaction under way; the units allow 60 s
 
 
 def smtp_factory(name: str, connections: ConnectionLimit | SharedConnectionLimit | None = None):
@@ -115,12 +115,16 @@ async def serve(
         log.info("%s listening on %s:%d pid=%d", name, *sock.getsockname()[:2], os.getpid())
     status = asyncio.create_task(smtp_status.publish(list(sockets), stop))
     await stop.wait()
-    log.info("stopping SMTP listeners")
+    log.info("stopping SMTP listeners: no new connections, open sessions drain")
     for server in servers:
         server.close()
-    await asyncio.wait_for(
-        asyncio.gather(*(s.wait_closed() for s in servers)), SHUTDOWN_GRACE_SECONDS
-    )
+    smtp_shutdown.drain()
+    cut = await smtp_shutdown.drained(SHUTDOWN_GRACE_SECONDS)
+    if cut:
+        log.warning("cut %d SMTP sessions still in a transaction at shutdown", cut)
+    # Wake-ups gathered but not yet handed to the broker go now (the sweeper would find
+    # them, but later); then the database thread has nothing left to commit.
+    await loop.run_in_executor(None, wake.waker().flush)
     await status
 
 
@@ -158,6 +162,8 @@ def run_processes(
                 logging.shutdown()
                 os._exit(code)
         children.append(pid)
+    for sock in sockets.values():  # the children serve them; once they stop, none listens
+        sock.close()
 
     def forward(signum, frame) -> None:
         for child in children:

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-STOP_GRACE_SECONDS = 20
+STOP_GRACE_SECONDS = 40  # past the SMTP listeners' own 30 s
 
 
 def processes() -> dict[str, list[str]]:
