@@ -1,14 +1,15 @@
 """Reading a tenant's events: filters, a stable cursor, and a chunked walk for exports.
 
-Events are read in the order (created_at, id). The created_at index serves both the time
-range and that order, so a page or an export chunk is one index range scan that starts
-where the previous one stopped (keyset pagination): no OFFSET, and a page costs the same
-at the end of a long history as at its start. An event written while a client walks the
-pages is stamped now, so it sorts after every event already seen and is met once, on a
-later page, never twice. One race is left: an event is stamped just before its
-transaction commits, so one that commits a moment late (the accept path's group commit)
-can sort behind a cursor that a reader following the newest events has passed already.
-Nothing here writes, and nothing is added to the write path.
+Events are read in the order (created_at, id). The event_tenant_time index, (tenant,
+created_at, id), serves the tenant, the time range and that order, so a page or an
+export chunk is one index range scan that starts where the previous one stopped (keyset
+pagination): no OFFSET, and a page costs the same at the end of a long history as at its
+start. An event written while a client walks the pages is stamped now, so it sorts after
+every event already seen and is met once, on a later page, never twice. One race is
+left: an event is stamped just before its transaction commits, so one that commits a
+moment late (the accept path's group commit) can sort behind a cursor that a reader
+following the newest events has passed already. Nothing here writes, and nothing is
+added to the write path.
 """
 
 from __future__ import annotations

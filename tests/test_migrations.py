@@ -14,14 +14,10 @@ ours that has one is in ``ALLOWLIST`` with the reason and what an operator does 
 and deploy/README.md names each of them.
 
 For a new index on an existing table, PostgreSQL's ``CREATE INDEX CONCURRENTLY`` keeps
-writes going. ``django.contrib.postgres.operations.AddIndexConcurrently`` exists only on
-PostgreSQL, and the platform also runs on SQLite, so the vendor-aware pattern is: a
-migration with ``atomic = False`` whose operation is
-``SeparateDatabaseAndState(state_operations=[AddIndex(...)],
-database_operations=[RunPython(add, remove)])``, where ``add`` calls
-``schema_editor.add_index(model, index, concurrently=True)`` on PostgreSQL and
-``schema_editor.add_index(model, index)`` elsewhere (``remove`` likewise). Existing
-migrations are not rewritten (see ``ALLOWLIST``).
+writes going: sendmsg/migration_operations.py's ``AddIndexConcurrently`` (in a migration
+with ``atomic = False``) builds it so there and plainly on SQLite, as
+delivery/migrations/0015_event_tenant_time.py does. Existing migrations are not
+rewritten (see ``ALLOWLIST``).
 """
 
 from __future__ import annotations
@@ -181,7 +177,8 @@ def operation_rules(app: str, op: Operation, state: ProjectState, created: set[s
             for inner in op.database_operations
             for rule in operation_rules(app, inner, state, created)
         }
-    if type(op).__name__.endswith("Concurrently"):  # django.contrib.postgres.operations
+    # django.contrib.postgres.operations, sendmsg/migration_operations.py
+    if type(op).__name__.endswith("Concurrently"):
         return set()
     if isinstance(op, migrations.CreateModel):
         created.add(op.name_lower)
