@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/api_send.py [-n 2000] [-c 10] [-s 5120] [--rounds 2]
                                        [--time-limit 120] [--workers 2] [--threads 0]
+                                       [--database sqlite|postgres] [--json FILE]
 
 Sets up a throwaway platform (temp data dir, free loopback port, `manage.py bootstrap`, a
 tenant with a verified domain and an API key), then starts the platform's web process
@@ -28,6 +29,10 @@ stored exactly as many Message rows as the client got 201s from /api/v1/send/ (e
 status 1 if not, or if any request failed or got another status).
 
 Every load run stops after -n requests or --time-limit seconds, whichever comes first.
+--database postgres runs the platform (and the commit endpoint's table) on a throwaway
+PostgreSQL cluster (bench/database.py: fsync on; its server's CPU counts as the web
+server's). --json FILE also writes the medians and ratios for bench/suite.py.
+
 All traffic goes to 127.0.0.1; every process started here is stopped by its PID.
 """
 
@@ -36,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import socket
 import statistics
@@ -46,6 +50,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import database
+import summary
 from submission import (
     COUNT,
     HOST,
@@ -68,6 +74,14 @@ COMMIT_PATH = "/bench/commit/"
 # The plan rate is checked on every send whatever its value; a high one only keeps larger
 # runs from being throttled (the default is 10,000 messages an hour).
 PLAN_RATE = 100_000_000
+CREATE_SINK = """
+import django
+django.setup()
+from bench.api_urls import create_sink_table
+create_sink_table()
+"""
+"""Creates the commit endpoint's table once, before gunicorn's workers start (two workers
+creating it at once can collide on PostgreSQL)."""
 
 
 def build_body(size: int) -> bytes:
@@ -249,13 +263,17 @@ def main() -> int:
         default=0,
         help="0: gunicorn's default sync worker; N: the gthread worker with N threads",
     )
+    database.add_arguments(p)
+    summary.add_argument(p)
     args = p.parse_args()
+    with database.throwaway_database(args) as cluster:
+        return run(args, cluster)
 
+
+def run(args: argparse.Namespace, cluster: database.PostgresCluster | None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sendmsg-bench-api-"))
     web_port, dns_port = free_ports(2)
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("SENDMSG_") and k != "DATABASE_URL"
-    }
+    env = database.platform_env(cluster)
     env.update(
         SENDMSG_DATA_DIR=str(tmp / "data"),
         SENDMSG_HOSTNAME="mta.bench.test",
@@ -270,8 +288,13 @@ def main() -> int:
     names = ["bare", "commit", "send"]
     results: dict[str, list[dict]] = {name: [] for name in names}
     failed = False
+    problems: list[str] = []
+    pg_pid = database.server_pid(cluster)
     try:
-        print(f"setting up a throwaway platform in a temp dir; web port {web_port}", flush=True)
+        print(
+            f"setting up a throwaway platform ({args.database}) in a temp dir; web port {web_port}",
+            flush=True,
+        )
         run_checked([py, "manage.py", "bootstrap"], env, timeout=600)
         key = json.loads(run_checked([py, "-c", SETUP], env, timeout=120).strip().splitlines()[-1])[
             "key"
@@ -281,6 +304,7 @@ def main() -> int:
         if args.threads:
             gunicorn += ["--worker-class", "gthread", "--threads", str(args.threads)]
         web_env = dict(env, DJANGO_SETTINGS_MODULE="bench.api_settings")
+        run_checked([py, "-c", CREATE_SINK], web_env, timeout=120)
         web = subprocess.Popen(
             gunicorn, cwd=ROOT, env=web_env, stdout=web_log, stderr=subprocess.STDOUT
         )
@@ -306,16 +330,21 @@ def main() -> int:
         for name in names:
             w = load(name, 2 * args.concurrency)
             warm[name] = w["ok"]
-            failed |= bool(w["errors"] or w["other"])
+            if w["errors"] or w["other"]:
+                failed = True
+                problems.append(f"warm-up {name}: {w['errors']} errors, {w['other']} other")
             for sample in w["samples"]:
                 print(f"    warm-up {name}: {sample}")
+
+        def server_cpu() -> float:
+            # On PostgreSQL, the database server's processes work for the web server too.
+            return cpu_seconds(web.pid) + (cpu_seconds(pg_pid) if pg_pid else 0.0)
+
         for rnd in range(1, args.rounds + 1):
             for name in names:
-                cpu0 = cpu_seconds(web.pid)
+                cpu0 = server_cpu()
                 res = load(name, args.requests)
-                res["cpu_ms"] = (
-                    (cpu_seconds(web.pid) - cpu0) * 1000 / res["ok"] if res["ok"] else None
-                )
+                res["cpu_ms"] = (server_cpu() - cpu0) * 1000 / res["ok"] if res["ok"] else None
                 results[name].append(res)
                 note = " TIME LIMIT" if res["timed_out"] else ""
                 print(
@@ -327,7 +356,11 @@ def main() -> int:
                 )
                 for sample in res["samples"]:
                     print(f"    {sample}")
-                failed |= bool(res["errors"] or res["other"])
+                if res["errors"] or res["other"]:
+                    failed = True
+                    problems.append(
+                        f"round {rnd} {name}: {res['errors']} errors, {res['other']} other statuses"
+                    )
 
         stop_process(web)
 
@@ -370,7 +403,34 @@ def main() -> int:
             f"send: {got} x 201 received (warm-up included), {rows} Message rows stored"
             f" -> {'OK' if rows == got else 'MISMATCH'}"
         )
-        failed |= rows != got
+        if rows != got:
+            failed = True
+            problems.append(f"send: {got} x 201 but {rows} Message rows")
+        summary.write(
+            args.json,
+            bench="api_send",
+            database=args.database,
+            size=f"-n {args.requests} -c {args.concurrency} --rounds {args.rounds}",
+            checks_passed=not failed,
+            problems=problems,
+            results=[
+                summary.result(
+                    "API send",
+                    med["send"],
+                    "req/s",
+                    baseline="bare DRF endpoint",
+                    baseline_figure=med["bare"],
+                    floor=("ratio", ">=", 0.5),
+                ),
+                summary.result(
+                    "API send",
+                    med["send"],
+                    "req/s",
+                    baseline="DRF endpoint + one committed row",
+                    baseline_figure=med["commit"],
+                ),
+            ],
+        )
         if failed:
             web_log.flush()
             tail = (tmp / "web.log").read_bytes()[-3000:].decode(errors="replace")

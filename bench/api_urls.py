@@ -5,7 +5,7 @@ bench/api_send.py:
   permission checks and no parsing that answers 201 with a small JSON body;
 - /bench/commit/, the floor cost of "201 means stored": the same view, but it parses the
   JSON body and stores it in one row of its own table with one commit, on the platform's
-  database and its settings (SQLite WAL, synchronous=FULL).
+  database and its settings (SQLite WAL, synchronous=FULL; or PostgreSQL).
 """
 
 import json
@@ -24,20 +24,26 @@ class BareView(APIView):
         return Response({"id": "bare", "status": "accepted"}, status=201)
 
 
+def create_sink_table() -> None:
+    """The commit endpoint's table, on SQLite or PostgreSQL (bench/api_send.py creates it
+    before the web server starts)."""
+    key = "BIGSERIAL PRIMARY KEY" if connection.vendor == "postgresql" else "INTEGER PRIMARY KEY"
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE IF NOT EXISTS bench_sink (id {key}, body TEXT)")
+
+
 class CommitView(BareView):
     table_ready = False
 
     def post(self, request, *args, **kwargs):
         if not CommitView.table_ready:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "CREATE TABLE IF NOT EXISTS bench_sink (id INTEGER PRIMARY KEY, body TEXT)"
-                )
+            create_sink_table()
             CommitView.table_ready = True
         body = json.dumps(request.data)
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("INSERT INTO bench_sink (body) VALUES (%s)", [body])
-            row_id = cursor.lastrowid
+            # One statement on both databases (lastrowid is SQLite's only).
+            cursor.execute("INSERT INTO bench_sink (body) VALUES (%s) RETURNING id", [body])
+            row_id = cursor.fetchone()[0]
         return Response({"id": row_id, "status": "accepted"}, status=201)
 
 

@@ -6,18 +6,24 @@ query, not the sum of all. Two scenarios against a real unbound on loopback:
   dropping   two names never answer, the resolver gives up after --timeout s
 Goal: total <= 1.5 x the slowest single query in each scenario.
 
-    .venv/bin/python bench/domain_check.py [--runs 20] [--timeout 1]
+    .venv/bin/python bench/domain_check.py [--runs 20] [--timeout 1] [--json FILE]
+
+No database in the figure (its SQLite only holds the test domain): bench/suite.py runs it
+once and shows it as "any". --json FILE also writes both scenarios for bench/suite.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import summary
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -62,6 +68,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=1.0)
+    summary.add_argument(parser)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="sendmsg-bench-dns-"))
@@ -129,11 +136,13 @@ def main() -> int:
         rows.append(("dropping 2 names", total, slowest[0], slowest[1]))
     finally:
         dns_server.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
     print(f"full domain check vs its slowest single query (resolver timeout {args.timeout} s)")
     print("| scenario | full check ms | slowest query ms | ratio | slowest query |")
     print("|---|---|---|---|---|")
     ok = True
+    results = []
     for name, total, slowest, which in rows:
         ratio = total / slowest if slowest else float("inf")
         # Sub-millisecond queries make the ratio all overhead; the goal applies when a
@@ -141,9 +150,28 @@ def main() -> int:
         if slowest > 0.1:
             ok &= ratio <= 1.5
         print(f"| {name} | {total * 1000:.1f} | {slowest * 1000:.1f} | {ratio:.2f} | {which} |")
+        results.append(
+            summary.result(
+                f"DNS health check ({name})",
+                total * 1000,
+                "ms",
+                baseline="its slowest single query",
+                baseline_figure=slowest * 1000,
+                higher_is_better=False,
+                floor=("ratio", "<=", 1.5) if slowest > 0.1 else None,
+            )
+        )
     print(
         "goal (total <= 1.5 x slowest where the slowest query is over 100 ms):",
         "met" if ok else "NOT met",
+    )
+    summary.write(
+        args.json,
+        bench="domain_check",
+        database="any",
+        size=f"--runs {args.runs}, resolver timeout {args.timeout} s",
+        checks_passed=True,  # no correctness checks: the goal is the floor
+        results=results,
     )
     return 0 if ok else 1
 

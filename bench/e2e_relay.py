@@ -4,7 +4,7 @@ Postfix relaying the same load to the same sink in the same run.
     .venv/bin/python bench/e2e_relay.py [-n 5000] [-c 20] [-k 0] [-s 5120] [--rounds 1]
                                         [--time-limit 300] [--workers W]
                                         [--database sqlite|postgres] [--pg-no-fsync]
-                                        [--verify 5] [--drain-timeout 60] [--keep]
+                                        [--verify 5] [--drain-timeout 60] [--keep] [--json FILE]
 
 What runs (all on 127.0.0.1, in temp dirs, removed at the end):
 
@@ -14,8 +14,9 @@ What runs (all on 127.0.0.1, in temp dirs, removed at the end):
   default processes) and `manage.py qcluster` (the delivery workers: SENDMSG_WORKERS, the
   platform's default unless --workers). The database is SQLite (WAL, synchronous=FULL, as
   the platform runs it) or, with --database postgres, a throwaway PostgreSQL cluster
-  (tests/peers/postgres.py) with fsync and synchronous_commit ON, so a 250 means durably
-  stored on both sides; --pg-no-fsync keeps the test cluster's fsync=off instead.
+  (bench/database.py, on tests/peers/postgres.py) with fsync and synchronous_commit ON,
+  so a 250 means durably stored on both sides; --pg-no-fsync keeps the test cluster's
+  fsync=off instead.
 * DNS: the test suite's unbound server (tests/peers/dns_server.py) with one zone,
   bench.test: what `manage.py domain records bench.test` prints (so the DKIM key is
   published) plus `rcpt.bench.test MX mx.rcpt.bench.test`, `mx.rcpt.bench.test A
@@ -61,7 +62,7 @@ per message over the end-to-end window (sendmsg: the smtpd and qcluster process 
 and on PostgreSQL the database server's; Postfix: its master and every child, reaped ones
 included; unbound's is in neither) and the sink's; then the ratio
 sendmsg/Postfix end to end per round and its median against the floor (0.50) and the aim
-(1.00, parity).
+(1.00, parity). --json FILE also writes the medians and ratios for bench/suite.py.
 
 Pitfalls:
 * The machine's 2 cores are shared by the client, the system under test, the sink and
@@ -84,6 +85,7 @@ data dir.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import contextlib
@@ -101,10 +103,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import database
 import dkim
 import dns.exception
 import dns.resolver
 import postfix_private
+import summary
 from submission import (
     DOMAIN,
     HOST,
@@ -123,7 +127,6 @@ from submission import (
 
 sys.path.insert(0, str(ROOT))
 from tests.peers.dns_server import DnsServer  # noqa: E402
-from tests.peers.postgres import PostgresCluster  # noqa: E402
 from tests.peers.processes import ManagedProcess, manage_py  # noqa: E402
 
 RCPT_DOMAIN = RCPT.split("@", 1)[1]
@@ -177,22 +180,6 @@ print(json.dumps({"messages": Message.objects.count(), "states": states}))
 """
 """Waits (at most argv[1] seconds) until no recipient is queued or sending; prints the
 Message count and the recipients per state."""
-
-
-class DurablePostgres(PostgresCluster):
-    """tests/peers/postgres.py's throwaway cluster with PostgreSQL's durable defaults
-    (fsync, synchronous_commit and full_page_writes on): the test cluster turns them off,
-    which no production platform would, and Postfix and SQLite fsync before their 250."""
-
-    def start(self) -> None:
-        if self.as_user:
-            shutil.chown(self.root, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c max_connections=200"
-        )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "start",
-                  "-o", options)  # fmt: skip
 
 
 def postfix_tool(name: str) -> str:
@@ -372,12 +359,8 @@ def main() -> int:
         default=None,
         help="SENDMSG_WORKERS for the qcluster (default: the platform's default)",
     )
-    p.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
-    p.add_argument(
-        "--pg-no-fsync",
-        action="store_true",
-        help="PostgreSQL as the test suite runs it (fsync and synchronous_commit off)",
-    )
+    database.add_arguments(p)
+    summary.add_argument(p)
     p.add_argument(
         "--verify",
         type=int,
@@ -396,14 +379,17 @@ def main() -> int:
         help="keep the platform's temp dir (logs, data) and print where it is",
     )
     args = p.parse_args()
+    with database.throwaway_database(args) as cluster:
+        return run(args, cluster)
 
+
+def run(args: argparse.Namespace, cluster: database.PostgresCluster | None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sendmsg-bench-e2e-"))
     sink_root = Path(tempfile.mkdtemp(prefix="sendmsg-bench-sink-"))
     os.chmod(sink_root, 0o755)  # smtp-sink writes its dumps as nobody
     sub_port, tls_port, inbound_port, sink_port, pf_port = free_ports(5)
     py = sys.executable
     dns_server = DnsServer(tmp / "dns")
-    cluster: PostgresCluster | None = None
     postfix: postfix_private.PrivatePostfix | None = None
     smtpd = qcluster = None
     sink: Sink | None = None
@@ -420,11 +406,7 @@ def main() -> int:
         postfix_private.ensure_installed()  # also brings smtp-sink and smtp-source
         sink = Sink(sink_root, sink_port)
         dns_server.start()
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("SENDMSG_") and k != "DATABASE_URL"
-        }
+        env = database.platform_env(cluster)
         env.update(
             SENDMSG_DATA_DIR=str(tmp / "data"),
             SENDMSG_HOSTNAME="mta.bench.test",
@@ -439,10 +421,6 @@ def main() -> int:
         )
         if args.workers is not None:
             env["SENDMSG_WORKERS"] = str(args.workers)
-        if args.database == "postgres":
-            cluster = PostgresCluster() if args.pg_no_fsync else DurablePostgres()
-            cluster.start()
-            env["DATABASE_URL"] = cluster.url
         print(
             f"setting up a throwaway platform ({args.database}) in a temp dir; ports: "
             f"submission {sub_port}, postfix {pf_port}, sink {sink_port}, dns {dns_server.port}",
@@ -513,7 +491,7 @@ def main() -> int:
         ports = {"postfix": pf_port, "sendmsg": sub_port}
 
         # On PostgreSQL, the database server's processes work for sendmsg too.
-        pg_pid = int((cluster.data / "postmaster.pid").read_text().split()[0]) if cluster else None
+        pg_pid = database.server_pid(cluster)
 
         def server_cpu(name: str) -> float:
             if name == "postfix":
@@ -644,6 +622,7 @@ def main() -> int:
             )
         print(f"| sink ceiling (smtp-source -> smtp-sink) | | {fmt(ceiling)} | | |")
         print()
+        round_ratios: dict[str, float | None] = {"e2e_per_s": None, "msgs_per_s": None}
         for key, what in (("e2e_per_s", "end to end"), ("msgs_per_s", "accept")):
             paired = [
                 s[key] / f[key]
@@ -653,6 +632,7 @@ def main() -> int:
             if not paired:
                 continue
             ratio = statistics.median(paired)
+            round_ratios[key] = ratio
             verdict = ""
             if key == "e2e_per_s":
                 verdict = (
@@ -667,6 +647,29 @@ def main() -> int:
             f"checks: 250s = sink counts for every run; sendmsg {accepted['sendmsg']} x 250 "
             f"(warm-up included), every recipient delivered, every message DKIM-signed: "
             f"{'FAILED' if failed else 'OK'}"
+        )
+        summary.write(
+            args.json,
+            bench="e2e_relay",
+            database=args.database,
+            size=(
+                f"-n {args.messages} -c {args.concurrency} -k {args.per_connection} "
+                f"--rounds {args.rounds}, delivery workers: {setup['workers']}"
+            ),
+            checks_passed=not failed,
+            problems=problems,
+            results=[
+                summary.result(
+                    f"end-to-end relay ({setup['workers']} delivery "
+                    f"worker{'' if setup['workers'] == 1 else 's'})",
+                    med["sendmsg"]["e2e_per_s"],
+                    "msgs/s",
+                    baseline="Postfix (relay, no DKIM)",
+                    baseline_figure=med["postfix"]["e2e_per_s"],
+                    ratio=round_ratios["e2e_per_s"],
+                    floor=("ratio", ">=", 0.5),
+                ),
+            ],
         )
         if failed:
             for problem in problems:
@@ -687,8 +690,6 @@ def main() -> int:
                 with contextlib.suppress(RuntimeError):  # never started
                     proc.stop()
         dns_server.stop()
-        if cluster is not None:
-            cluster.stop()
         shutil.rmtree(sink_root, ignore_errors=True)
         if args.keep:
             print(f"kept the platform's temp dir (logs, data): {tmp}")

@@ -2,9 +2,12 @@
 
     .venv/bin/python bench/message_log.py [-n 1000000] [--gets 20] [--time-limit 30]
                                           [--build-limit 900] [--keep]
+                                          [--database sqlite|postgres] [--json FILE]
 
 Sets up a throwaway platform (temp data dir, `manage.py bootstrap`, a tenant with a
-verified domain; SQLite, or the database in DATABASE_URL), then in this process:
+verified domain; SQLite, or the database in DATABASE_URL; --database sqlite forces
+SQLite, --database postgres starts a throwaway PostgreSQL cluster, bench/database.py),
+then in this process:
 
 1. Writes -n messages for the tenant, each with one recipient and one event, spread over
    the last 90 days (95% delivered, 3% bounced, 1% deferred, 1% queued; recipients at 50
@@ -24,7 +27,8 @@ verified domain; SQLite, or the database in DATABASE_URL), then in this process:
    index lookup: the least any page of the log can cost), and one ORM read of a message
    by primary key.
 
-Nothing here touches the network.
+--json FILE also writes the headline figures (the first page, the slowest case and the
+Overview against the baseline page) for bench/suite.py. Nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import database
+import summary
 from throttle import make_tenant, prepare_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -244,7 +250,18 @@ def main() -> int:
     p.add_argument("--time-limit", type=float, default=30.0, help="seconds a case, at most")
     p.add_argument("--build-limit", type=float, default=900.0, help="seconds to build, at most")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (prints its path)")
+    database.add_arguments(p, default=None)
+    summary.add_argument(p)
     args = p.parse_args()
+    with database.throwaway_database(args) as cluster:
+        database.use_in_this_process(args, cluster)
+        try:
+            return run(args)
+        finally:
+            database.close_connections()
+
+
+def run(args: argparse.Namespace) -> int:
     os.chdir(ROOT)
     tmp = Path(tempfile.mkdtemp(prefix="sendmsg-bench-log-"))
     try:
@@ -328,7 +345,32 @@ def main() -> int:
                 f"{median / base:.1f} |"
             )
         print(f"| one ORM read by primary key | {statistics.median(reads) * 1000:.3f} | | 200 | |")
-        return 0 if all(status == 200 for *_, status, _ in rows) else 1
+        bad = [f"{label}: status {status}" for label, _u, _t, status, _l in rows if status != 200]
+        medians = {label: statistics.median(times) * 1000 for label, _u, times, *_ in rows}
+        cases_only = {k: v for k, v in medians.items() if not k.startswith("baseline")}
+        slowest = max(cases_only, key=cases_only.get)
+        headline = ["first page", slowest, "Overview (chart, queue, recent failures)"]
+        summary.write(
+            args.json,
+            bench="message_log",
+            database=database.vendor(),
+            size=f"{args.messages:,} messages, {args.gets} GETs a case",
+            checks_passed=not bad,
+            problems=bad,
+            results=[
+                summary.result(
+                    f"message log ({args.messages:,} messages): {label}"
+                    + (" (slowest case)" if label == slowest else ""),
+                    medians[label],
+                    "ms",
+                    baseline="one message by queue id",
+                    baseline_figure=base * 1000,
+                    higher_is_better=False,
+                )
+                for label in dict.fromkeys(headline)
+            ],
+        )
+        return 0 if not bad else 1
     finally:
         if args.keep:
             print(f"kept {tmp}")

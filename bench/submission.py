@@ -2,7 +2,7 @@
 and, with --postfix, against Postfix accepting the same messages in the same run.
 
     .venv/bin/python bench/submission.py [-n 2000] [-c 20] [-k 0] [--rounds 2] [--time-limit 120]
-                                         [--postfix]
+                                         [--postfix] [--database sqlite|postgres] [--json FILE]
 
 Sets up a throwaway platform (temp data dir, free loopback ports, `manage.py bootstrap`,
 a tenant with a verified domain and an SMTP login), starts `manage.py smtpd submission`
@@ -20,6 +20,10 @@ server's CPU per message (the whole process tree: Postfix's master and all its c
 then checks that the platform stored exactly as many Message rows as the client got
 250s, and likewise the baseline's rows and Postfix's queue files (exit status 1 if not,
 or if any run had errors).
+
+--database postgres runs the platform on a throwaway PostgreSQL cluster (bench/database.py:
+fsync on; its server's CPU counts as sendmsg's); the baseline stays on SQLite. --json FILE
+also writes the medians and ratios for bench/suite.py (bench/summary.py).
 
 Every load run stops after -n messages or --time-limit seconds, whichever comes first.
 All traffic goes to 127.0.0.1; every process started here is stopped by its PID, and
@@ -45,7 +49,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import database
 import postfix_private
+import summary
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -341,6 +347,8 @@ def load_arguments(description: str, *, messages: int) -> argparse.ArgumentParse
 
 def main() -> int:
     p = load_arguments(__doc__, messages=2000)
+    database.add_arguments(p)
+    summary.add_argument(p)
     p.add_argument("--rounds", type=int, default=2, help="rounds of all targets (default 2)")
     p.add_argument(
         "--postfix",
@@ -354,12 +362,14 @@ def main() -> int:
         help="seconds each load run may last at most (default 120)",
     )
     args = p.parse_args()
+    with database.throwaway_database(args) as cluster:
+        return run(args, cluster)
 
+
+def run(args: argparse.Namespace, cluster: database.PostgresCluster | None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sendmsg-bench-"))
     sub_port, tls_port, inbound_port, dns_port, base_port, pf_port = free_ports(6)
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("SENDMSG_") and k != "DATABASE_URL"
-    }
+    env = database.platform_env(cluster)
     env.update(
         SENDMSG_DATA_DIR=str(tmp / "data"),
         SENDMSG_HOSTNAME="mta.bench.test",
@@ -377,11 +387,14 @@ def main() -> int:
     names = ["baseline", "postfix", "sendmsg"] if args.postfix else ["baseline", "sendmsg"]
     results: dict[str, list[dict]] = {name: [] for name in names}
     failed = False
+    problems: list[str] = []
+    pg_pid = database.server_pid(cluster)
     try:
         if args.postfix:
             postfix_private.ensure_installed()
         print(
-            f"setting up a throwaway platform in a temp dir; ports: submission {sub_port}, "
+            f"setting up a throwaway platform ({args.database}) in a temp dir; ports: "
+            f"submission {sub_port}, "
             f"baseline {base_port}" + (f", postfix {pf_port}" if args.postfix else ""),
             flush=True,
         )
@@ -443,10 +456,13 @@ def main() -> int:
         )
         ports = {"baseline": base_port, "postfix": pf_port, "sendmsg": sub_port}
 
-        def server_pid(name: str) -> int:
+        def server_cpu(name: str) -> float:
             if name == "postfix":
-                return postfix.master_pid
-            return (baseline if name == "baseline" else smtpd).pid
+                return cpu_seconds(postfix.master_pid)
+            if name == "baseline":
+                return cpu_seconds(baseline.pid)
+            # On PostgreSQL, the database server's processes work for sendmsg too.
+            return cpu_seconds(smtpd.pid) + (cpu_seconds(pg_pid) if pg_pid else 0.0)
 
         def load(name: str, n: int) -> dict:
             return asyncio.run(Load(ports[name], args, *logins[name], n).run())
@@ -465,16 +481,18 @@ def main() -> int:
         for name in names:
             w = load(name, 2 * args.concurrency)
             warm[name] = w["ok"]
-            failed |= bool(w["errors"] or w["rejected"])
+            if w["errors"] or w["rejected"]:
+                failed = True
+                problems.append(f"warm-up {name}: {w['errors']} errors, {w['rejected']} refusals")
             for sample in w["samples"]:
                 print(f"    warm-up {name}: {sample}")
         count_postfix()
         for rnd in range(1, args.rounds + 1):
             for name in names:
-                cpu0 = cpu_seconds(server_pid(name))
+                cpu0 = server_cpu(name)
                 res = load(name, args.messages)
                 res["cpu_ms_per_msg"] = (
-                    (cpu_seconds(server_pid(name)) - cpu0) * 1000 / res["ok"] if res["ok"] else None
+                    (server_cpu(name) - cpu0) * 1000 / res["ok"] if res["ok"] else None
                 )
                 if name == "postfix":
                     count_postfix()
@@ -489,7 +507,11 @@ def main() -> int:
                 )
                 for sample in res["samples"]:
                     print(f"    {sample}")
-                failed |= bool(res["errors"] or res["rejected"])
+                if res["errors"] or res["rejected"]:
+                    failed = True
+                    problems.append(
+                        f"round {rnd} {name}: {res['errors']} errors, {res['rejected']} refusals"
+                    )
 
         stop(smtpd)
         stop(baseline)
@@ -545,15 +567,54 @@ def main() -> int:
             f"baseline: {base_got} x 250 received, {base_rows} rows stored"
             f" -> {'OK' if base_rows == base_got else 'MISMATCH'}"
         )
-        if rows != got or base_rows != base_got:
+        if rows != got:
             failed = True
+            problems.append(f"sendmsg: {got} x 250 but {rows} Message rows")
+        if base_rows != base_got:
+            failed = True
+            problems.append(f"baseline: {base_got} x 250 but {base_rows} rows")
         if postfix is not None:
             pf_got = warm["postfix"] + sum(r["ok"] for r in results["postfix"])
             print(
                 f"postfix: {pf_got} x 250 received, {pf_queued} queue files written"
                 f" -> {'OK' if pf_queued == pf_got else 'MISMATCH'}"
             )
-            failed |= pf_queued != pf_got
+            if pf_queued != pf_got:
+                failed = True
+                problems.append(f"postfix: {pf_got} x 250 but {pf_queued} queue files")
+        results_json = []
+        if postfix is not None:
+            results_json.append(
+                summary.result(
+                    "SMTP accept",
+                    med["sendmsg"],
+                    "msgs/s",
+                    baseline="Postfix (accept + fsynced queue file)",
+                    baseline_figure=med["postfix"],
+                    floor=("ratio", ">=", 0.5),
+                )
+            )
+        results_json.append(
+            summary.result(
+                "SMTP accept",
+                med["sendmsg"],
+                "msgs/s",
+                baseline="bare aiosmtpd (+ SQLite commit)",
+                baseline_figure=med["baseline"],
+            )
+        )
+        summary.write(
+            args.json,
+            bench="submission",
+            database=args.database,
+            size=(
+                f"-n {args.messages} -c {args.concurrency} -k {args.per_connection} "
+                f"--rounds {args.rounds}"
+            ),
+            checks_passed=not failed,
+            problems=problems,
+            results=results_json,
+        )
         if failed:
             smtpd_log.flush()
             tail = (tmp / "smtpd.log").read_bytes()[-3000:].decode(errors="replace")

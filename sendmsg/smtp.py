@@ -60,17 +60,23 @@ def in_thread(func: Callable[..., T]) -> Callable[..., Any]:
     return wraps(func)(run)
 
 
+@cache
+def commit_executor() -> GroupCommitExecutor:
+    """Where a listener's stores go: on SQLite its one database thread; on a server
+    database a thread of its own beside the pool, so that the messages arriving together
+    share one commit (one durable WAL flush) there too, while reads run in the pool."""
+    executor = database_executor()
+    return executor if isinstance(executor, GroupCommitExecutor) else GroupCommitExecutor()
+
+
 def in_group_commit(func: Callable[..., T], *, atomic: bool = False) -> Callable[..., Any]:
-    """``in_thread`` for a call that stores something: on SQLite it shares one commit
-    with the other stores waiting at that moment. It returns only once committed.
+    """``in_thread`` for a call that stores something: it shares one commit with the
+    other stores waiting at that moment, and returns only once committed.
     ``atomic``: ``func`` undoes its own writes when it raises (GroupCommitExecutor)."""
 
     async def run(*args: Any, **kwargs: Any) -> T:
-        executor = database_executor()
-        if isinstance(executor, GroupCommitExecutor):
-            future = executor.submit_grouped(func, *args, savepoint=not atomic, **kwargs)
-            return await asyncio.wrap_future(future)
-        return await in_thread(func)(*args, **kwargs)
+        future = commit_executor().submit_grouped(func, *args, savepoint=not atomic, **kwargs)
+        return await asyncio.wrap_future(future)
 
     return wraps(func)(run)
 

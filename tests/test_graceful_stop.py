@@ -83,7 +83,7 @@ def test_a_stopped_worker_finishes_the_message_in_hand_and_hands_the_rest_back(
             if process is not None:
                 process.stop()
         platform["workers"].start()
-        platform["workers"].wait_for_log("running", timeout=30)
+        platform["workers"].wait_for_log("running", timeout=60)
 
     received = collections.Counter(rcpt for m in mx.messages for rcpt in m.rcpt_tos)
     assert received == collections.Counter(f"r{index}@dest.test" for index in range(6))
@@ -110,21 +110,21 @@ def test_a_stopped_listener_answers_the_message_being_sent_and_turns_the_rest_aw
         # New connections find no one; a session between transactions is told at once.
         wait_until(lambda: refused(port), timeout=10, interval=0.05)
         code, text = idle.noop()
-        assert (code, text[:6]) == (421, b"4.3.2 "), text
+        assert (code, text[:6]) == (421, b"4.3.2 "), (text, smtpd.log()[-3000:])
         # The message being sent is still taken, stored and answered ...
         sending.send(b"and the second half.\r\n.\r\n")
         code, text = sending.getreply()
-        assert code == 250, text
+        assert code == 250, (text, smtpd.log()[-3000:])
         # ... and only then is its session told.
         assert sending.noop()[0] == 421
-        assert smtpd.wait(timeout=15) == 0
+        assert smtpd.wait(timeout=30) == 0, smtpd.log()[-3000:]
     finally:
         for client in (sending, idle):
             if client is not None:
                 client.close()
         smtpd.stop()
         platform["workers"].start()
-        platform["workers"].wait_for_log("running", timeout=30)
+        platform["workers"].wait_for_log("running", timeout=60)
 
     message = Message.objects.get(subject="in flight")
     assert list(message.recipients.values_list("address", "state")) == [
@@ -132,7 +132,7 @@ def test_a_stopped_listener_answers_the_message_being_sent_and_turns_the_rest_aw
     ]
     # Its wake-up was handed to the broker before the process exited.
     woken = [m for task in OrmQ.objects.all() for m in task.task.get("args", [[]])[0]]
-    assert message.id in woken
+    assert message.id in woken, (woken, smtpd.log()[-3000:])
 
 
 def logged_in(port: int, context, username: str, password: str) -> smtplib.SMTP:

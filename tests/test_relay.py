@@ -15,11 +15,19 @@ from django_q.models import OrmQ
 from delivery import tasks
 from delivery.accept import Sender, accept_message
 from delivery.models import Event, Message, Recipient, RecipientState, Source
-from delivery.relay import deliver_message, worst_transaction_seconds
+from delivery.relay import deliver_message, deliver_messages, worst_transaction_seconds
 from tests.conftest import MX_ADDRESS
 from tests.peers.smtp_receiver import SmtpReceiver
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["one-by-one", "pipelining"])
+def pipelining(request, mx):
+    """Every test here runs against an MX without PIPELINING and one that offers it (the
+    relay then sends MAIL, the RCPTs and DATA in one write, RFC 2920)."""
+    mx.offer_pipelining(request.param)
+    return request.param
 
 
 def send(domain, *recipients: str) -> Message:
@@ -57,6 +65,44 @@ def test_delivered_and_refused_recipients_of_one_message(verified_domain, mx):
     # a second run finds nothing due: nothing is sent twice
     assert deliver_message(message.pk) == 0
     assert len(mx.messages) == 1
+
+
+def test_an_mx_offering_pipelining_gets_the_envelope_in_one_write(verified_domain, mx, pipelining):
+    mx.reply_rcpt("nobody@dest.test", "550 5.1.1 No such user")
+    message = send(verified_domain, "alice@dest.test", "nobody@dest.test", "bob@dest.test")
+    assert deliver_message(message.pk) == 3
+    assert states(message) == {
+        "alice@dest.test": ("delivered", 250, "2.0.0"),
+        "nobody@dest.test": ("bounced", 550, "5.1.1"),
+        "bob@dest.test": ("delivered", 250, "2.0.0"),
+    }
+    assert [m.rcpt_tos for m in mx.messages] == [["alice@dest.test", "bob@dest.test"]]
+    assert mx.pipelined == (1 if pipelining else 0)
+
+
+def test_refused_envelopes_leave_the_connection_ready_for_the_next_message(verified_domain, mx):
+    mx.reply_rcpt("nobody@dest.test", "550 5.1.1 No such user")
+    refused = send(verified_domain, "nobody@dest.test")
+    taken = send(verified_domain, "alice@dest.test")
+    deliver_messages([refused.pk, taken.pk])
+    assert states(refused) == {"nobody@dest.test": ("bounced", 550, "5.1.1")}
+    assert states(taken) == {"alice@dest.test": ("delivered", 250, "2.0.0")}
+    assert mx.connections == 1  # the refused transaction was reset, not the connection
+    assert mx.attempts == 1  # no DATA went with the refused envelope
+
+
+def test_lines_starting_with_a_dot_arrive_as_written(verified_domain, mx):
+    body = b".leading dot\r\n..two dots\r\n.\r\nafter a lone dot\r\n"
+    message = accept_message(
+        sender=Sender(tenant_id=verified_domain.tenant_id),
+        mail_from="news@acme.test",
+        recipients=["alice@dest.test"],
+        raw=b"From: news@acme.test\r\nTo: alice@dest.test\r\nSubject: dots\r\n\r\n" + body,
+        source=Source.API,
+    )
+    deliver_message(message.pk)
+    assert states(message)["alice@dest.test"][0] == "delivered"
+    assert mx.messages[0].data.endswith(b"\r\n\r\n" + body)
 
 
 def test_temporary_failure_defers_with_a_retry_time(verified_domain, mx):

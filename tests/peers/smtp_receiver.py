@@ -86,6 +86,7 @@ class _Script:
         self.hang: str | None = None
         self.drop_in_data = False
         self.data_delay = 0.0
+        self.pipelining = False
 
 
 class SmtpReceiver:
@@ -128,6 +129,9 @@ class SmtpReceiver:
         happened next (accepted, rejected, hung, dropped)."""
         self.connections = 0
         """TCP connections accepted (a STARTTLS upgrade is not a new connection)."""
+        self.pipelined = 0
+        """Transactions whose MAIL command arrived with its DATA command already behind it
+        (a client pipelining, RFC 2920)."""
         self.holding = 0
         """Messages read to the final dot and held unanswered right now (``hang_after(".")``).
         A held message is never recorded: when its client goes away it is discarded, as
@@ -286,6 +290,10 @@ class SmtpReceiver:
         with self._lock:
             self.connections += 1
 
+    def _count_pipelined(self) -> None:
+        with self._lock:
+            self.pipelined += 1
+
     def _count_attempt(self) -> None:
         with self._lock:
             self.attempts += 1
@@ -334,6 +342,11 @@ class SmtpReceiver:
         with self._lock:
             self._script.hang = None if command is None else command.upper()
 
+    def offer_pipelining(self, on: bool) -> None:
+        """Advertise PIPELINING in the EHLO reply (from the next EHLO)."""
+        with self._lock:
+            self._script.pipelining = on
+
     def delay_data(self, seconds: float) -> None:
         """Take ``seconds`` before answering the final dot of each message, as a slow or
         busy MX does (``0``: answer at once)."""
@@ -361,6 +374,7 @@ class SmtpReceiver:
             self.messages.clear()
             self.attempts = 0
             self.connections = 0
+            self.pipelined = 0
             self._script = _Script()
 
     def _snapshot(self) -> _Script:
@@ -386,6 +400,14 @@ class _Handler:
 
     def __init__(self, receiver: SmtpReceiver) -> None:
         self.receiver = receiver
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.receiver._snapshot().pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
 
     async def handle_RCPT(
         self,
@@ -515,6 +537,8 @@ class _ScriptedSMTP(SMTP):
             )
             if starts_data:
                 self.receiver._count_attempt()
+            if name == "MAIL" and b"DATA\r\n" in bytes(self._reader._buffer).upper():
+                self.receiver._count_pipelined()  # what the client sent in one go
             if script.hang == name:
                 await self.hang()
                 return

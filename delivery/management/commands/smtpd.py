@@ -19,8 +19,7 @@ from delivery import wake
 from delivery.submission import SubmissionHandler
 from reputation.inbound import InboundHandler
 from sendmsg import smtp_shutdown, smtp_status
-from sendmsg.group_commit import GroupCommitExecutor
-from sendmsg.smtp import ConnectionLimit, SharedConnectionLimit, database_executor
+from sendmsg.smtp import ConnectionLimit, SharedConnectionLimit, commit_executor
 from sendmsg.smtp import PlatformSMTP as SMTP
 from sendmsg.tls import server_context
 
@@ -99,9 +98,7 @@ async def serve(
 ) -> None:
     """Serve ``sockets`` until SIGTERM or SIGINT; ``connections`` counts the submission
     listeners' open connections per client address (both listeners share one count)."""
-    executor = database_executor()
-    if isinstance(executor, GroupCommitExecutor):
-        wake.enqueue_through(functools.partial(executor.submit_grouped, savepoint=False))
+    wake.enqueue_through(functools.partial(commit_executor().submit_grouped, savepoint=False))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
