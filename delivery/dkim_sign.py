@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import base64
 import functools
+import re
 import time
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 
 import dkim
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, utils
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from dkim import canonicalization
 
 from domains import crypto
 from domains.models import DkimKey
@@ -58,10 +58,30 @@ ALGORITHMS = {"rsa": b"rsa-sha256", "ed25519": b"ed25519-sha256"}
 CANONICALIZE = (b"relaxed", b"relaxed")
 
 
+SIGNED_NAMES = frozenset(name.encode() for name in SIGNED)
+OVERSIGNED_NAMES = [name.encode() for name in OVERSIGNED]
+WHITESPACE_RUN = re.compile(rb"[\t ]{2,}|\t")
+TRAILING_WHITESPACE = re.compile(rb"[\t ]+\r\n")
+
+
 def header_list(data: bytes) -> list[bytes]:
-    headers = BytesHeaderParser(policy=compat32).parsebytes(data)
-    present = [name.lower() for name in headers.keys() if name.lower() in SIGNED]
-    return [name.encode() for name in present + list(OVERSIGNED)]
+    """The h= list: the names of the headers present that we sign, in order, then the
+    oversigned ones once more. ``data`` has CRLF line endings (as stored)."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    names = (
+        line.split(b":", 1)[0].rstrip().lower()
+        for line in head.split(b"\r\n")
+        if line[:1] not in (b"", b" ", b"\t")  # a continuation line has no name
+    )
+    return [name for name in names if name in SIGNED_NAMES] + OVERSIGNED_NAMES
+
+
+def relaxed_body(body: bytes) -> bytes:
+    """The body in "relaxed" canonical form (RFC 6376 §3.4.4), as dkimpy makes it, but
+    only the whitespace runs that change are replaced (dkimpy rewrites every single
+    space with itself: a tenth of the relay's CPU for a 5 KB message)."""
+    body = WHITESPACE_RUN.sub(b" ", TRAILING_WHITESPACE.sub(b"\r\n", body))
+    return canonicalization.correct_empty_body(canonicalization.strip_trailing_lines(body))
 
 
 @functools.lru_cache(maxsize=256)
@@ -85,9 +105,7 @@ class _OpenSslRsaDkim(dkim.DKIM):
         canon_policy = dkim.CanonicalizationPolicy.from_c_value(b"/".join(CANONICALIZE))
         self.include_headers = tuple(name.lower() for name in include_headers)
         self.hasher = dkim.HASH_ALGORITHMS[self.signature_algorithm]
-        body_hash = base64.b64encode(
-            self.hasher(canon_policy.canonicalize_body(self.body)).digest()
-        )
+        body_hash = base64.b64encode(self.hasher(relaxed_body(self.body)).digest())
         fields = [
             (b"v", b"1"),
             (b"a", self.signature_algorithm),

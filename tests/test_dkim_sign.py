@@ -65,3 +65,34 @@ def test_headers_are_oversigned_and_the_body_length_is_not_given(rsa_key):
         assert signed.count(name) == 2, name  # present once, signed twice (RFC 6376 §8.15)
     assert signed.count(b"list-unsubscribe-post") == 1  # absent, signed as absent
     assert b"l" not in tags
+
+
+BODIES = [
+    b"",
+    b"\r\n",
+    b"\r\n\r\n\r\n",
+    b"no final line break",
+    b"one line\r\n",
+    b"trailing  spaces   \r\n\ttabbed\t\tline\t\r\n \r\n\r\n",
+    b"a \t b\t\tc  d\r\n   leading\r\n. dot\r\n\r\nafter an empty line\r\n\r\n",
+    b"words with single spaces only\r\n" * 50,
+]
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_relaxed_body_is_dkimpys(body):
+    assert dkim_sign.relaxed_body(body) == dkim.RelaxedCanonicalization.canonicalize_body(body)
+
+
+def test_signed_header_names_are_those_present_in_order_then_the_oversigned():
+    message = (
+        b"Received: from x\r\nFrom: a@sender.test\r\nSubject: folded\r\n  on two lines\r\n"
+        b"X-Other: 1\r\nTo: b@dest.test\r\nsubject: again\r\n\r\nFrom: not a header\r\n"
+    )
+    assert dkim_sign.header_list(message) == [
+        b"from",
+        b"subject",
+        b"to",
+        b"subject",
+        *(name.encode() for name in dkim_sign.OVERSIGNED),
+    ]
