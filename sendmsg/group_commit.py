@@ -23,8 +23,9 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import close_old_connections, transaction
+from django.db import transaction
 
+from sendmsg import thread_connections
 from sendmsg.write_turn import write_turn
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class GroupCommitExecutor(Executor):
                         call.future.set_exception(exc)
 
     def _serve(self, waiting: list[_Call]) -> None:
-        close_old_connections()
+        thread_connections.refresh()
         group = []
         for call in waiting:
             if call.grouped:

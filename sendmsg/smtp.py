@@ -18,9 +18,8 @@ from typing import Any, TypeVar
 
 from aiosmtpd.smtp import SMTP
 from django.conf import settings
-from django.db import close_old_connections
 
-from sendmsg import smtp_shutdown, smtp_status
+from sendmsg import smtp_shutdown, smtp_status, thread_connections
 from sendmsg.group_commit import GroupCommitExecutor
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ def in_thread(func: Callable[..., T]) -> Callable[..., Any]:
     on one main thread, and its context copying costs more than the calls here)."""
 
     def call(*args: Any, **kwargs: Any) -> T:
-        close_old_connections()
+        thread_connections.refresh()
         return func(*args, **kwargs)
 
     async def run(*args: Any, **kwargs: Any) -> T:
