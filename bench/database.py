@@ -17,7 +17,7 @@ import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,14 +88,20 @@ def server_pid(cluster: PostgresCluster | None) -> int | None:
     return int((cluster.data / "postmaster.pid").read_text().split()[0])
 
 
-def use_in_this_process(args: argparse.Namespace, cluster: PostgresCluster | None) -> None:
-    """For the benches that run Django in their own process (throttle.py,
-    message_log.py): point DATABASE_URL at ``cluster``, or drop it for --database sqlite;
-    without --database, leave DATABASE_URL as it is."""
-    if cluster is not None:
-        os.environ["DATABASE_URL"] = cluster.url
-    elif args.database == "sqlite":
-        os.environ.pop("DATABASE_URL", None)
+def run_in_this_process(args: argparse.Namespace, run: Callable[[argparse.Namespace], int]) -> int:
+    """``run(args)`` for the benches that run Django in their own process (throttle.py,
+    message_log.py), on the database --database asks for: DATABASE_URL points at a
+    throwaway cluster, or is dropped for --database sqlite, or (without --database) is
+    left as it is. The process's connections are closed before the cluster stops."""
+    with throwaway_database(args) as cluster:
+        if cluster is not None:
+            os.environ["DATABASE_URL"] = cluster.url
+        elif args.database == "sqlite":
+            os.environ.pop("DATABASE_URL", None)
+        try:
+            return run(args)
+        finally:
+            close_connections()
 
 
 def close_connections() -> None:

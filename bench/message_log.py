@@ -253,12 +253,7 @@ def main() -> int:
     database.add_arguments(p, default=None)
     summary.add_argument(p)
     args = p.parse_args()
-    with database.throwaway_database(args) as cluster:
-        database.use_in_this_process(args, cluster)
-        try:
-            return run(args)
-        finally:
-            database.close_connections()
+    return database.run_in_this_process(args, run)
 
 
 def run(args: argparse.Namespace) -> int:
