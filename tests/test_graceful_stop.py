@@ -118,6 +118,15 @@ def test_a_stopped_listener_answers_the_message_being_sent_and_turns_the_rest_aw
         # ... and only then is its session told.
         assert sending.noop()[0] == 421
         assert smtpd.wait(timeout=30) == 0, smtpd.log()[-3000:]
+
+        # Checked before the session's workers start again (they would take it at once).
+        message = Message.objects.get(subject="in flight")
+        assert list(message.recipients.values_list("address", "state")) == [
+            ("late@dest.test", RecipientState.QUEUED)
+        ]
+        # Its wake-up was handed to the broker before the process exited.
+        woken = [m for task in OrmQ.objects.all() for m in task.task.get("args", [[]])[0]]
+        assert message.id in woken, (woken, smtpd.log()[-3000:])
     finally:
         for client in (sending, idle):
             if client is not None:
@@ -125,14 +134,6 @@ def test_a_stopped_listener_answers_the_message_being_sent_and_turns_the_rest_aw
         smtpd.stop()
         platform["workers"].start()
         platform["workers"].wait_for_log("running", timeout=60)
-
-    message = Message.objects.get(subject="in flight")
-    assert list(message.recipients.values_list("address", "state")) == [
-        ("late@dest.test", RecipientState.QUEUED)
-    ]
-    # Its wake-up was handed to the broker before the process exited.
-    woken = [m for task in OrmQ.objects.all() for m in task.task.get("args", [[]])[0]]
-    assert message.id in woken, (woken, smtpd.log()[-3000:])
 
 
 def logged_in(port: int, context, username: str, password: str) -> smtplib.SMTP:
