@@ -98,7 +98,10 @@ async def serve(
 ) -> None:
     """Serve ``sockets`` until SIGTERM or SIGINT; ``connections`` counts the submission
     listeners' open connections per client address (both listeners share one count)."""
-    wake.enqueue_through(functools.partial(commit_executor().submit_grouped, savepoint=False))
+    if settings.SENDMSG_BROKER == "orm":
+        # A wake-up is then a row in the database: it rides along with the messages'
+        # commit. On Redis the waker's own thread pushes it, outside any transaction.
+        wake.enqueue_through(functools.partial(commit_executor().submit_grouped, savepoint=False))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
