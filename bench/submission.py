@@ -489,11 +489,16 @@ def run(args: argparse.Namespace, cluster: database.PostgresCluster | None) -> i
         count_postfix()
         for rnd in range(1, args.rounds + 1):
             for name in names:
-                cpu0 = server_cpu(name)
+                cpu0, db0 = server_cpu(name), cpu_seconds(pg_pid) if pg_pid else 0.0
                 res = load(name, args.messages)
                 res["cpu_ms_per_msg"] = (
                     (server_cpu(name) - cpu0) * 1000 / res["ok"] if res["ok"] else None
                 )
+                if name == "sendmsg" and pg_pid and res["ok"]:
+                    db_ms = (cpu_seconds(pg_pid) - db0) * 1000 / res["ok"]
+                    res["samples"].append(
+                        f"CPU ms/msg: {res['cpu_ms_per_msg']:.2f}, of which PostgreSQL {db_ms:.2f}"
+                    )
                 if name == "postfix":
                     count_postfix()
                 results[name].append(res)

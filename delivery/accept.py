@@ -215,7 +215,22 @@ def _complete_headers(data: bytes, headers, domain: Domain, *, queue_id: str) ->
     return added + data, str(message_id).strip()
 
 
-def accept_message(
+@dataclass
+class PreparedMessage:
+    """A checked message and its recipients' rows, built and not stored yet."""
+
+    message: Message
+    rows: list[Recipient]
+    domain: Domain
+
+
+def accept_message(**kwargs) -> Message:
+    """Store a message for delivery; raise AcceptError to refuse it whole (the arguments
+    are ``prepare_message``'s)."""
+    return store_message(prepare_message(**kwargs))
+
+
+def prepare_message(
     *,
     sender: Sender,
     mail_from: str,
@@ -225,8 +240,9 @@ def accept_message(
     tags: list[str] | None = None,
     metadata: dict | None = None,
     unsubscribe: bool | None = None,
-) -> Message:
-    """Store a message for delivery to ``recipients``; raise AcceptError to refuse it whole.
+) -> PreparedMessage:
+    """Check a message for delivery to ``recipients`` and build its rows, reading only
+    (SMTP does this beside its commit thread); raise AcceptError to refuse it whole.
 
     Suppressed recipients are stored too, in their final state ``suppressed`` with an
     event, and are never sent to; the others are accepted as usual. ``unsubscribe`` asks
@@ -253,75 +269,129 @@ def accept_message(
     if len(from_addresses) != 1:
         raise AcceptError(550, "5.6.0", "The message needs exactly one From: address")
     queue_id = new_queue_id()
-    with log_context(queue_id=queue_id, tenant_id=sender.tenant_id) as context:
-        data, message_id = _complete_headers(data, headers, domain, queue_id=queue_id)
-        try:
-            check_sender_domain(sender, from_addresses[0], what="From:")
-        except AcceptError as exc:
-            # After DATA the refusal is of the message, not of an address: 550 (RFC 5321).
-            raise AcceptError(550, exc.enhanced, exc.text) from None
+    data, message_id = _complete_headers(data, headers, domain, queue_id=queue_id)
+    try:
+        check_sender_domain(sender, from_addresses[0], what="From:")
+    except AcceptError as exc:
+        # After DATA the refusal is of the message, not of an address: 550 (RFC 5321).
+        raise AcceptError(550, exc.enhanced, exc.text) from None
 
-        message = Message(
+    message = Message(
+        tenant_id=sender.tenant_id,
+        domain=domain,
+        queue_id=queue_id,
+        source=source,
+        mail_from=mail_from,
+        header_from=from_addresses[0],
+        subject=str(headers.get("Subject", ""))[:998],
+        message_id=message_id[:998],
+        raw=data,
+        size=len(data),
+        tags=tags or [],
+        metadata=metadata or {},
+        unsubscribe=list_unsubscribe.wanted(
+            tenant_id=sender.tenant_id, asked=unsubscribe, header=header_opt_in
+        ),
+    )
+    rows = [
+        Recipient(
+            message=message,
             tenant_id=sender.tenant_id,
-            domain=domain,
-            queue_id=queue_id,
-            source=source,
-            mail_from=mail_from,
-            header_from=from_addresses[0],
-            subject=str(headers.get("Subject", ""))[:998],
-            message_id=message_id[:998],
-            raw=data,
-            size=len(data),
-            tags=tags or [],
-            metadata=metadata or {},
-            unsubscribe=list_unsubscribe.wanted(
-                tenant_id=sender.tenant_id, asked=unsubscribe, header=header_opt_in
+            address=address,
+            domain=d,
+            state=(
+                RecipientState.SUPPRESSED
+                if listed_as(address) in suppressed
+                else RecipientState.QUEUED
             ),
+            next_attempt_at=message.created_at,
+            updated_at=message.created_at,
         )
-        rows = [
-            Recipient(
-                message=message,
-                tenant_id=sender.tenant_id,
-                address=address,
-                domain=d,
-                state=(
-                    RecipientState.SUPPRESSED
-                    if listed_as(address) in suppressed
-                    else RecipientState.QUEUED
+        for address, d in zip(recipients, rcpt_domains, strict=True)
+    ]
+    return PreparedMessage(message, rows, domain)
+
+
+def store_message(prepared: PreparedMessage) -> Message:
+    """Store a prepared message: when this returns, the message and every recipient are
+    committed (or will be with the caller's transaction); when it raises AcceptError
+    nothing was written."""
+    (outcome,) = store_messages([prepared])
+    if isinstance(outcome, AcceptError):
+        raise outcome
+    return outcome
+
+
+def accept_messages(batch: list[dict]) -> list[Message | AcceptError]:
+    """``accept_message`` for several messages (each its keyword arguments) with one
+    ``store_messages``: one outcome per message, in order, the stored message or why it
+    was refused."""
+    outcomes: list[Message | AcceptError | PreparedMessage] = []
+    for kwargs in batch:
+        try:
+            outcomes.append(prepare_message(**kwargs))
+        except AcceptError as exc:
+            outcomes.append(exc)
+    stored = iter(store_messages([o for o in outcomes if isinstance(o, PreparedMessage)]))
+    return [next(stored) if isinstance(o, PreparedMessage) else o for o in outcomes]
+
+
+def store_messages(batch: list[PreparedMessage]) -> list[Message | AcceptError]:
+    """Store prepared messages in one atomic block, with one INSERT per table for all of
+    them; each spends its permit first. One outcome per message, in order: the stored
+    message, or the AcceptError of one its permit refused (nothing of it is written). A
+    failed statement rolls back the whole batch and raises."""
+    outcomes: list[Message | AcceptError] = []
+    with transaction.atomic():
+        allowed = []
+        for prepared in batch:
+            message = prepared.message
+            permit = take_permit(tenant_id=message.tenant_id, domain=prepared.domain)
+            if permit.allowed:
+                allowed.append(prepared)
+                outcomes.append(message)
+            else:
+                outcomes.append(refusal(permit))
+        _insert(allowed)
+    return outcomes
+
+
+def _insert(batch: list[PreparedMessage]) -> None:
+    """The messages, their recipients and one event for each recipient."""
+    sql.insert([prepared.message for prepared in batch])
+    for prepared in batch:
+        for row in prepared.rows:
+            # Its id now; setting row.message_id alone would drop the cached message,
+            # and row.message would read it back.
+            row.message = prepared.message
+    sql.insert([row for prepared in batch for row in prepared.rows])
+    sql.insert(
+        [
+            Event(
+                tenant_id=row.tenant_id,
+                message=prepared.message,
+                recipient=row,
+                type=(
+                    EventType.ACCEPTED
+                    if row.state == RecipientState.QUEUED
+                    else EventType.SUPPRESSED
                 ),
-                next_attempt_at=message.created_at,
-                updated_at=message.created_at,
+                created_at=prepared.message.created_at,
             )
-            for address, d in zip(recipients, rcpt_domains, strict=True)
+            for prepared in batch
+            for row in prepared.rows
         ]
-        with transaction.atomic():
-            sql.insert([message])
-            for row in rows:
-                row.message_id = message.pk
-            sql.insert(rows)
-            context.add(message_id=message.pk, recipient_ids=[row.pk for row in rows])
-            sql.insert(
-                [
-                    Event(
-                        tenant_id=sender.tenant_id,
-                        message=message,
-                        recipient=row,
-                        type=(
-                            EventType.ACCEPTED
-                            if row.state == RecipientState.QUEUED
-                            else EventType.SUPPRESSED
-                        ),
-                        created_at=message.created_at,
-                    )
-                    for row in rows
-                ]
-            )
-            permit = take_permit(tenant_id=sender.tenant_id, domain=domain)
-            if not permit.allowed:
-                raise refusal(permit)  # rolls back what this block wrote
-            # message.recipients.all() answers from these rows, without a query.
-            message._prefetched_objects_cache = {"recipients": rows}
-            if any(row.state == RecipientState.QUEUED for row in rows):
-                transaction.on_commit(lambda: wake_delivery(message.pk))
-        log.info("accepted recipients=%d source=%s", len(rows), source)
-        return message
+    )
+    for prepared in batch:
+        message, rows = prepared.message, prepared.rows
+        # message.recipients.all() answers from these rows, without a query.
+        message._prefetched_objects_cache = {"recipients": rows}
+        if any(row.state == RecipientState.QUEUED for row in rows):
+            transaction.on_commit(partial(wake_delivery, message.pk))
+        with log_context(
+            queue_id=message.queue_id,
+            tenant_id=message.tenant_id,
+            message_id=message.pk,
+            recipient_ids=[row.pk for row in rows],
+        ):
+            log.info("accepted recipients=%d source=%s", len(rows), message.source)

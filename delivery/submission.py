@@ -33,7 +33,7 @@ from delivery import auth_throttle
 from delivery.accept import (
     AcceptError,
     Sender,
-    accept_message,
+    accept_messages,
     check_gate,
     check_recipient,
     check_sender_domain,
@@ -44,7 +44,7 @@ from sendmsg.smtp import (
     INTERNAL_ERROR,
     BaseHandler,
     client_address,
-    in_group_commit,
+    in_group_batch,
     in_thread,
     in_worker,
 )
@@ -270,13 +270,16 @@ class SubmissionHandler(BaseHandler):
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         SessionUsage.of(session).messages += 1
         try:
-            # accept_message writes in one atomic block, or nothing (its contract).
-            message = await in_group_commit(accept_message, atomic=True)(
-                sender=_sender(session),
-                mail_from=envelope.mail_from,
-                recipients=list(envelope.rcpt_tos),
-                raw=envelope.original_content or b"",
-                source=Source.SMTP,
+            # The messages arriving together are stored in one batch (accept_messages).
+            message = await in_group_batch(
+                accept_messages,
+                {
+                    "sender": _sender(session),
+                    "mail_from": envelope.mail_from,
+                    "recipients": list(envelope.rcpt_tos),
+                    "raw": envelope.original_content or b"",
+                    "source": Source.SMTP,
+                },
             )
         except AcceptError as exc:
             return _data_reply(exc)

@@ -8,6 +8,8 @@ they come, outside any transaction (reads, AUTH); calls submitted with
 ``submit_grouped`` are gathered: all of them that are waiting run in one transaction,
 each in a savepoint of its own, then one commit makes them all durable. A call that
 raises has its savepoint rolled back and gets its exception; the others are unaffected.
+Calls submitted with ``submit_batched`` go further: the items waiting for the same batch
+function are handed to it in one call (the messages' rows in one INSERT per table).
 If the commit fails, every call of the group gets the exception and none is stored.
 Each call's result is released only after the commit: a ``250`` still means stored.
 """
@@ -41,6 +43,7 @@ class _Call:
     kwargs: dict = field(default_factory=dict)
     grouped: bool = False
     savepoint: bool = True
+    batch: bool = False
 
 
 class GroupCommitExecutor(Executor):
@@ -64,6 +67,16 @@ class GroupCommitExecutor(Executor):
         writes are one ``atomic`` block): a savepoint of the group's around it would only
         cost two more statements."""
         return self._put(_Call(Future(), fn, args, kwargs, grouped=True, savepoint=savepoint))
+
+    def submit_batched(self, fn: Callable[[list], list], item: Any) -> Future:
+        """Have ``fn([item, ...])`` run once for every item submitted to ``fn`` that waits
+        now, in the shared transaction; its future gets ``item``'s outcome.
+
+        ``fn`` returns one outcome per item, in order: a value, or an exception instance
+        for that item alone. It undoes its own writes when it raises (its writes are one
+        ``atomic`` block); then each of its items is tried alone, so one that fails
+        fails only itself."""
+        return self._put(_Call(Future(), fn, (item,), grouped=True, batch=True))
 
     def _put(self, call: _Call) -> Future:
         self._calls.put(call)
@@ -115,14 +128,20 @@ def _commit_group(group: list[_Call]) -> None:
     outcomes: list[tuple[_Call, bool, Any]] = []
     try:
         with transaction.atomic():
+            batches: dict[Callable[..., Any], list[_Call]] = {}
             for call in group:
                 if not call.future.set_running_or_notify_cancel():
+                    continue
+                if call.batch:
+                    batches.setdefault(call.fn, []).append(call)
                     continue
                 try:
                     with transaction.atomic() if call.savepoint else contextlib.nullcontext():
                         outcomes.append((call, True, call.fn(*call.args, **call.kwargs)))
                 except Exception as exc:
                     outcomes.append((call, False, exc))
+            for fn, calls in batches.items():
+                outcomes.extend(_run_batch(fn, calls))
     except Exception as exc:  # BEGIN or COMMIT failed: nothing of the group is stored
         log.warning("group commit of %d calls failed: %s", len(group), exc)
         for call in group:
@@ -134,3 +153,19 @@ def _commit_group(group: list[_Call]) -> None:
             call.future.set_result(value)
         else:
             call.future.set_exception(value)
+
+
+def _run_batch(fn: Callable[[list], list], calls: list[_Call]) -> list[tuple[_Call, bool, Any]]:
+    """Each call's outcome from one call of ``fn`` with all their items; if that raises,
+    from a call of ``fn`` for each item alone."""
+    try:
+        results = fn([call.args[0] for call in calls])
+    except Exception as exc:
+        if len(calls) == 1:
+            return [(calls[0], False, exc)]
+        log.warning("a batch of %d failed (%s); each is tried alone", len(calls), exc)
+        return [outcome for call in calls for outcome in _run_batch(fn, [call])]
+    return [
+        (call, not isinstance(result, Exception), result)
+        for call, result in zip(calls, results, strict=True)
+    ]

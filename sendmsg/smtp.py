@@ -68,16 +68,11 @@ def commit_executor() -> GroupCommitExecutor:
     return executor if isinstance(executor, GroupCommitExecutor) else GroupCommitExecutor()
 
 
-def in_group_commit(func: Callable[..., T], *, atomic: bool = False) -> Callable[..., Any]:
-    """``in_thread`` for a call that stores something: it shares one commit with the
-    other stores waiting at that moment, and returns only once committed.
-    ``atomic``: ``func`` undoes its own writes when it raises (GroupCommitExecutor)."""
-
-    async def run(*args: Any, **kwargs: Any) -> T:
-        future = commit_executor().submit_grouped(func, *args, savepoint=not atomic, **kwargs)
-        return await asyncio.wrap_future(future)
-
-    return wraps(func)(run)
+async def in_group_batch(fn: Callable[[list], list], item: Any) -> Any:
+    """``fn([item])``'s outcome for ``item``, off the event loop: the item is stored with
+    the others waiting for ``fn`` at that moment, in one call of ``fn`` and one commit
+    (GroupCommitExecutor.submit_batched), and the result comes only once committed."""
+    return await asyncio.wrap_future(commit_executor().submit_batched(fn, item))
 
 
 def in_worker(func: Callable[..., T]) -> Callable[..., Any]:
