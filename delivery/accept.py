@@ -95,11 +95,17 @@ def refusal(decision: Decision) -> AcceptError:
     )
 
 
+MAX_LOCAL_PART = 64  # octets (RFC 5321 4.5.3.1.1): with a domain's 253, fits the columns
+
+
 def sender_domain_name(address: str, *, what: str) -> str:
     try:
-        return domain_of(address)
+        name = domain_of(address)
     except InvalidDomain:
-        raise AcceptError(553, "5.1.7", f"{what} {address!r} is not a valid address") from None
+        name = ""
+    if not name or len(address.rpartition("@")[0].encode()) > MAX_LOCAL_PART:
+        raise AcceptError(553, "5.1.7", f"{what} {address!r} is not a valid address")
+    return name
 
 
 _verified: read_cache.ReadCache[int, dict[str, Domain]] = read_cache.ReadCache("verified domains")
@@ -168,7 +174,7 @@ def check_sender_domain(sender: Sender, address: str, *, what: str) -> Domain:
 def check_recipient(address: str) -> str:
     """The ASCII domain of a recipient address, or AcceptError 501/553."""
     local, at, _ = address.rpartition("@")
-    if not at or not local:
+    if not at or not local or len(local.encode()) > MAX_LOCAL_PART:
         raise AcceptError(501, "5.1.3", f"{address!r} is not a valid recipient address")
     try:
         return domain_of(address)
@@ -180,6 +186,12 @@ def parse_headers(data: bytes):
     """The header section of a CRLF message (the body is not needed and not parsed)."""
     end = data.find(b"\r\n\r\n")
     return BytesHeaderParser(policy=compat32).parsebytes(data if end < 0 else data[: end + 4])
+
+
+def header_text(value: object) -> str:
+    """A header's text as the message log keeps it: at most a line's 998 characters, and
+    a NUL (which a database text column refuses) shown as U+FFFD."""
+    return str(value)[:998].replace("\0", "\ufffd")
 
 
 REF_HEADER = "Sendmsg-Ref"
@@ -282,9 +294,9 @@ def prepare_message(
         queue_id=queue_id,
         source=source,
         mail_from=mail_from,
-        header_from=from_addresses[0],
-        subject=str(headers.get("Subject", ""))[:998],
-        message_id=message_id[:998],
+        header_from=header_text(from_addresses[0]),
+        subject=header_text(headers.get("Subject", "")),
+        message_id=header_text(message_id),
         raw=data,
         size=len(data),
         tags=tags or [],

@@ -50,8 +50,7 @@ MX_HOSTS = ("127.0.0.3", "127.0.0.4")
 def recipients_of(index: int) -> list[str]:
     """1 to 3 recipients, each at another domain."""
     return [
-        f"r{index}@{DOMAINS[(index + step * 13) % len(DOMAINS)]}"
-        for step in range(1 + index % 3)
+        f"r{index}@{DOMAINS[(index + step * 13) % len(DOMAINS)]}" for step in range(1 + index % 3)
     ]
 
 

@@ -479,6 +479,31 @@ def test_sessions_at_once_each_get_their_own_answer(platform, login, client_tls,
     assert_delivered(mx, *others)
 
 
+def test_input_a_database_would_refuse_gets_an_answer_not_a_retry(platform, login, client_tls, mx):
+    """A local part over 64 octets is refused with its reason; a NUL in the subject is
+    stored as U+FFFD. Neither may reach the database as it is: PostgreSQL refuses both,
+    and the client would get a 451 and retry the same message forever."""
+    wire = submission(settings.SENDMSG_SUBMISSION_PORT, client_tls, login)
+    long_local = "x" * 65
+    assert wire.cmd(f"MAIL FROM:<{long_local}@acme.test>") == (
+        f"553 5.1.7 Sender '{long_local}@acme.test' is not a valid address"
+    )
+    assert wire.cmd("MAIL FROM:<news@acme.test>") == "250 2.1.0 Sender OK"
+    assert wire.cmd(f"RCPT TO:<{long_local}@dest.test>") == (
+        f"501 5.1.3 '{long_local}@dest.test' is not a valid recipient address"
+    )
+    assert wire.cmd(f"RCPT TO:<{'x' * 64}@dest.test>") == "250 2.1.5 Recipient OK"
+    assert wire.cmd("DATA").startswith("354 ")
+    wire.send(message(f"{'x' * 64}@dest.test", subject="before\0after") + b".\r\n")
+    code, lines = wire.reply()
+    assert code == 250, lines
+    wire.close()
+    assert Message.objects.get().subject == "before\ufffdafter"
+    assert_stored(f"{'x' * 64}@dest.test")
+    (received,) = assert_delivered(mx, f"{'x' * 64}@dest.test")
+    assert b"Subject: before\0after" in received.data
+
+
 @contextlib.contextmanager
 def write_lock_held() -> Iterator[str]:
     """Hold the database's write lock on messages from another connection, past the
