@@ -33,7 +33,7 @@ from delivery.models import (
 from delivery.wake import wake_delivery
 from domains.models import Domain, DomainStatus
 from domains.names import InvalidDomain, domain_of
-from reputation.gate import Decision, may_send, take_permit
+from reputation.gate import Decision, may_send, suppressed_among, take_permit
 from reputation.models import Level, Standing
 from reputation.suppressions import listed_as
 from sendmsg import read_cache, sql
@@ -72,10 +72,17 @@ def normalize_line_endings(raw: bytes) -> bytes:
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
-def check_gate(sender: Sender, domain: Domain, recipients: list[str] = ()) -> frozenset[str]:
+def check_gate(
+    sender: Sender,
+    domain: Domain,
+    recipients: list[str] = (),
+    suppressed: frozenset[str] | None = None,
+) -> frozenset[str]:
     """Ask the reputation gate for mail from ``domain``; refuse as SMTP would, or return
-    the suppressed addresses."""
-    decision = may_send(tenant_id=sender.tenant_id, recipients=recipients, domain=domain)
+    the suppressed addresses (``suppressed``: as may_send takes it)."""
+    decision = may_send(
+        tenant_id=sender.tenant_id, recipients=recipients, domain=domain, suppressed=suppressed
+    )
     if not decision.allowed:
         raise refusal(decision)
     return decision.suppressed
@@ -252,6 +259,7 @@ def prepare_message(
     tags: list[str] | None = None,
     metadata: dict | None = None,
     unsubscribe: bool | None = None,
+    suppressed: frozenset[str] | None = None,
 ) -> PreparedMessage:
     """Check a message for delivery to ``recipients`` and build its rows, reading only
     (SMTP does this beside its commit thread); raise AcceptError to refuse it whole.
@@ -260,6 +268,8 @@ def prepare_message(
     event, and are never sent to; the others are accepted as usual. ``unsubscribe`` asks
     for one-click unsubscribe headers (delivery/unsubscribe.py); None leaves it to the
     message's Sendmsg-Unsubscribe header (removed here), else to the tenant's default.
+    ``suppressed``: the recipients' suppressed addresses, when looked up already
+    (reputation.gate.suppressed_among).
     """
     if len(raw) > settings.SENDMSG_MESSAGE_SIZE_LIMIT:
         raise AcceptError(552, "5.3.4", "Message too big for this platform")
@@ -268,7 +278,7 @@ def prepare_message(
     if len(recipients) > settings.SENDMSG_MAX_RECIPIENTS:
         raise AcceptError(452, "4.5.3", "Too many recipients; send the rest in another message")
     domain = check_sender_domain(sender, mail_from, what="Sender")
-    suppressed = check_gate(sender, domain, recipients)
+    suppressed = check_gate(sender, domain, recipients, suppressed)
     rcpt_domains = [check_recipient(address) for address in recipients]
 
     data = normalize_line_endings(raw)
@@ -337,11 +347,16 @@ def store_message(prepared: PreparedMessage) -> Message:
 def accept_messages(batch: list[dict]) -> list[Message | AcceptError]:
     """``accept_message`` for several messages (each its keyword arguments) with one
     ``store_messages``: one outcome per message, in order, the stored message or why it
-    was refused."""
+    was refused. The recipients' suppressions are read once for each tenant."""
+    addresses: dict[int, set[str]] = {}
+    for kwargs in batch:
+        addresses.setdefault(kwargs["sender"].tenant_id, set()).update(kwargs["recipients"])
+    suppressed = {tenant: suppressed_among(tenant, listed) for tenant, listed in addresses.items()}
     outcomes: list[Message | AcceptError | PreparedMessage] = []
     for kwargs in batch:
         try:
-            outcomes.append(prepare_message(**kwargs))
+            tenant_id = kwargs["sender"].tenant_id
+            outcomes.append(prepare_message(**kwargs, suppressed=suppressed[tenant_id]))
         except AcceptError as exc:
             outcomes.append(exc)
     stored = iter(store_messages([o for o in outcomes if isinstance(o, PreparedMessage)]))

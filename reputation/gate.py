@@ -19,6 +19,7 @@ Only the suppression list is read per message: its answer depends on the recipie
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import cache
@@ -35,6 +36,7 @@ from reputation.suppressions import listed_as
 from sendmsg import read_cache, sql
 
 WINDOW = timedelta(hours=1)
+SUPPRESSION_CHUNK = 500  # addresses per lookup: well under SQLite's 32,766 parameters
 
 
 @dataclass(frozen=True)
@@ -92,20 +94,37 @@ post_save.connect(_forget_tenant, sender=Tenant, dispatch_uid="gate-forget-tenan
 
 
 def may_send(
-    *, tenant_id: int, recipients: list[str] = (), domain: Domain | None = None
+    *,
+    tenant_id: int,
+    recipients: list[str] = (),
+    domain: Domain | None = None,
+    suppressed: frozenset[str] | None = None,
 ) -> Decision:
     """Whether the tenant may send a message now (from ``domain``, a verified domain
     loaded with its ``reputation_level``), and which recipients are suppressed.
 
     This only looks: the message's permits are taken by ``take_permit`` in the accept
     transaction. Without recipients (SMTP's MAIL command) it answers for the sender only.
+    ``suppressed``: what ``suppressed_among`` answered for these recipients (and maybe
+    more), when the caller looked them up already.
     """
     decision = _limits(tenant_id, domain, take=False)
-    lowered = sorted({listed_as(address) for address in recipients})
-    if not decision.allowed or not lowered:
+    if not decision.allowed or not recipients:
         return decision
-    suppressed = sql.fetch_all(_suppressed(len(lowered)), [tenant_id, *lowered])
-    return Decision(True, suppressed=frozenset(row[0] for row in suppressed))
+    if suppressed is None:
+        suppressed = suppressed_among(tenant_id, recipients)
+    return Decision(True, suppressed=suppressed)
+
+
+def suppressed_among(tenant_id: int, addresses: Iterable[str]) -> frozenset[str]:
+    """Those of ``addresses`` the tenant's suppression list holds, as ``listed_as`` writes
+    them: one query for up to SUPPRESSION_CHUNK addresses."""
+    listed = sorted({listed_as(address) for address in addresses})
+    found: set[str] = set()
+    for start in range(0, len(listed), SUPPRESSION_CHUNK):
+        chunk = listed[start : start + SUPPRESSION_CHUNK]
+        found.update(row[0] for row in sql.fetch_all(_suppressed(len(chunk)), [tenant_id, *chunk]))
+    return frozenset(found)
 
 
 def take_permit(*, tenant_id: int, domain: Domain | None = None) -> Decision:
