@@ -22,8 +22,9 @@ then checks that the platform stored exactly as many Message rows as the client 
 or if any run had errors).
 
 --database postgres runs the platform on a throwaway PostgreSQL cluster (bench/database.py:
-fsync on; its server's CPU counts as sendmsg's); the baseline stays on SQLite. --json FILE
-also writes the medians and ratios for bench/suite.py (bench/summary.py).
+fsync on; its server's CPU counts as sendmsg's, and each round shows its share); the
+baseline stays on SQLite. --json FILE also writes the medians and ratios for
+bench/suite.py (bench/summary.py).
 
 Every load run stops after -n messages or --time-limit seconds, whichever comes first.
 All traffic goes to 127.0.0.1; every process started here is stopped by its PID, and
@@ -494,11 +495,10 @@ def run(args: argparse.Namespace, cluster: database.PostgresCluster | None) -> i
                 res["cpu_ms_per_msg"] = (
                     (server_cpu(name) - cpu0) * 1000 / res["ok"] if res["ok"] else None
                 )
+                cpu = f"  CPU {fmt(res['cpu_ms_per_msg'], 2)} ms/msg"
                 if name == "sendmsg" and pg_pid and res["ok"]:
                     db_ms = (cpu_seconds(pg_pid) - db0) * 1000 / res["ok"]
-                    res["samples"].append(
-                        f"CPU ms/msg: {res['cpu_ms_per_msg']:.2f}, of which PostgreSQL {db_ms:.2f}"
-                    )
+                    cpu += f" (PostgreSQL {db_ms:.2f})"
                 if name == "postfix":
                     count_postfix()
                 results[name].append(res)
@@ -507,7 +507,7 @@ def run(args: argparse.Namespace, cluster: database.PostgresCluster | None) -> i
                     f"  round {rnd} {name:8} {res['ok']:6d} x 250 in {res['seconds']:6.1f}s "
                     f"= {fmt(res['msgs_per_s']):>7} msgs/s  p50 {fmt(res['p50_ms'])} ms  "
                     f"p99 {fmt(res['p99_ms'])} ms  rejected {res['rejected']} errors "
-                    f"{res['errors']}{note}",
+                    f"{res['errors']}{cpu}{note}",
                     flush=True,
                 )
                 for sample in res["samples"]:

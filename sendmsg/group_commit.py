@@ -25,7 +25,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, DataError, IntegrityError, transaction
 
 from sendmsg import thread_connections
 from sendmsg.write_turn import write_turn
@@ -74,8 +74,8 @@ class GroupCommitExecutor(Executor):
 
         ``fn`` returns one outcome per item, in order: a value, or an exception instance
         for that item alone. It undoes its own writes when it raises (its writes are one
-        ``atomic`` block); then each of its items is tried alone, so one that fails
-        fails only itself."""
+        ``atomic`` block); then each of its items is tried alone, so one whose data the
+        database refuses fails only itself (unless the database itself failed)."""
         return self._put(_Call(Future(), fn, (item,), grouped=True, batch=True))
 
     def _put(self, call: _Call) -> Future:
@@ -161,11 +161,18 @@ def _run_batch(fn: Callable[[list], list], calls: list[_Call]) -> list[tuple[_Ca
     try:
         results = fn([call.args[0] for call in calls])
     except Exception as exc:
-        if len(calls) == 1:
-            return [(calls[0], False, exc)]
+        if len(calls) == 1 or _of_the_database(exc):
+            return [(call, False, exc) for call in calls]
         log.warning("a batch of %d failed (%s); each is tried alone", len(calls), exc)
         return [outcome for call in calls for outcome in _run_batch(fn, [call])]
     return [
         (call, not isinstance(result, Exception), result)
         for call, result in zip(calls, results, strict=True)
     ]
+
+
+def _of_the_database(exc: Exception) -> bool:
+    """Whether ``exc`` is a failure of the database itself (a lock timeout, a lost
+    connection), not of one item's data: one at a time, each item would wait for it
+    again."""
+    return isinstance(exc, DatabaseError) and not isinstance(exc, (DataError, IntegrityError))

@@ -4,14 +4,19 @@ that call fails, each item is tried alone, so a bad one fails only itself."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 from collections.abc import Iterator
 
+import psycopg
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 
 from sendmsg.group_commit import GroupCommitExecutor
+from tests.conftest import database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -71,3 +76,45 @@ def test_a_failing_batch_is_tried_one_item_at_a_time(executor):
     assert outcomes[0] == "a" and outcomes[2] == "b"
     assert isinstance(outcomes[1], IntegrityError)
     assert sorted(Group.objects.values_list("name", flat=True)) == ["a", "b", "taken"]
+
+
+def short_lock_timeout() -> None:
+    """Give up on a lock after half a second (on the executor's own connection)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("PRAGMA busy_timeout = 500")
+        else:
+            cursor.execute("SET lock_timeout = '500ms'")
+
+
+@contextlib.contextmanager
+def groups_locked() -> Iterator[None]:
+    """Another connection holds the lock that writing a group needs."""
+    if connection.vendor == "sqlite":
+        other = sqlite3.connect(settings.DATABASES["default"]["NAME"], isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        return
+    with psycopg.connect(database_url().replace("postgres://", "postgresql://")) as other:
+        other.execute(f"LOCK TABLE {Group._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            other.rollback()
+
+
+def test_a_database_failure_fails_the_items_at_once(executor):
+    """A lock timeout is no fault of one item: tried one at a time, each would wait for
+    the lock again; every item gets the error after one wait."""
+    executor.submit(short_lock_timeout).result(timeout=10)
+    batches = Batches()
+    with groups_locked():
+        outcomes = submitted_together(executor, batches, ["a", "b", "c"])
+    assert len(batches.calls) <= 1  # none on SQLite: there the group's BEGIN waits
+    assert all(isinstance(outcome, OperationalError) for outcome in outcomes), outcomes
+    assert not Group.objects.exists()
+    assert submitted_together(executor, batches, ["d"]) == ["d"]  # and the thread goes on
