@@ -4,19 +4,15 @@ that call fails, each item is tried alone, so a bad one fails only itself."""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import threading
 from collections.abc import Iterator
 
-import psycopg
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, OperationalError, connection, transaction
 
 from sendmsg.group_commit import GroupCommitExecutor
-from tests.conftest import database_url
+from tests.database_locks import write_lock_held
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -87,32 +83,12 @@ def short_lock_timeout() -> None:
             cursor.execute("SET lock_timeout = '500ms'")
 
 
-@contextlib.contextmanager
-def groups_locked() -> Iterator[None]:
-    """Another connection holds the lock that writing a group needs."""
-    if connection.vendor == "sqlite":
-        other = sqlite3.connect(settings.DATABASES["default"]["NAME"], isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            other.execute("ROLLBACK")
-            other.close()
-        return
-    with psycopg.connect(database_url().replace("postgres://", "postgresql://")) as other:
-        other.execute(f"LOCK TABLE {Group._meta.db_table} IN ACCESS EXCLUSIVE MODE")
-        try:
-            yield
-        finally:
-            other.rollback()
-
-
 def test_a_database_failure_fails_the_items_at_once(executor):
     """A lock timeout is no fault of one item: tried one at a time, each would wait for
     the lock again; every item gets the error after one wait."""
     executor.submit(short_lock_timeout).result(timeout=10)
     batches = Batches()
-    with groups_locked():
+    with write_lock_held(Group):
         outcomes = submitted_together(executor, batches, ["a", "b", "c"])
     assert len(batches.calls) <= 1  # none on SQLite: there the group's BEGIN waits
     assert all(isinstance(outcome, OperationalError) for outcome in outcomes), outcomes

@@ -11,17 +11,14 @@ the throttle counts per client address in a cache every process of the run share
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import re
 import signal
 import smtplib
 import socket
-import sqlite3
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +28,8 @@ from django.conf import settings
 from delivery import auth_throttle
 from delivery.credentials import create_smtp_credential
 from delivery.models import Message, Recipient
-from tests.conftest import database_url, platform_env, wait_until
+from tests.conftest import platform_env, wait_until
+from tests.database_locks import write_lock_held
 from tests.peers.ports import free_port
 from tests.peers.processes import REPO_ROOT, ManagedProcess, manage_py
 
@@ -504,37 +502,13 @@ def test_input_a_database_would_refuse_gets_an_answer_not_a_retry(platform, logi
     assert b"Subject: before\0after" in received.data
 
 
-@contextlib.contextmanager
-def write_lock_held() -> Iterator[str]:
-    """Hold the database's write lock on messages from another connection, past the
-    strict server's 1 s lock timeout; yields what the server's log says about it."""
-    db = settings.DATABASES["default"]
-    if db["ENGINE"].endswith("sqlite3"):
-        lock = sqlite3.connect(db["NAME"], isolation_level=None)
-        lock.execute("BEGIN IMMEDIATE")
-        try:
-            yield "database is locked"
-        finally:
-            lock.execute("ROLLBACK")
-            lock.close()
-        return
-    import psycopg
-
-    with psycopg.connect(database_url().replace("postgres://", "postgresql://")) as lock:
-        lock.execute(f"LOCK TABLE {Message._meta.db_table} IN ACCESS EXCLUSIVE MODE")
-        try:
-            yield "lock timeout"
-        finally:
-            lock.rollback()
-
-
 def test_database_locked_gives_451_and_the_retry_succeeds(strict, login, client_tls, mx):
     client = smtplib.SMTP("localhost", strict.port, timeout=15)
     client.starttls(context=client_tls)
     client.login(*login)
     assert client.mail("news@acme.test")[0] == 250
     assert client.rcpt("locked@dest.test")[0] == 250
-    with write_lock_held() as logged:
+    with write_lock_held(Message) as logged:
         code, text = client.data(message("locked@dest.test"))
     assert (code, text) == (451, b"4.3.0 Temporary server error; please try again later")
     assert not Message.objects.exists()
