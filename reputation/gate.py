@@ -129,7 +129,8 @@ def suppressed_among(tenant_id: int, addresses: Iterable[str]) -> frozenset[str]
 
 def take_permit(*, tenant_id: int, domain: Domain | None = None) -> Decision:
     """Spend one message of the tenant's hourly rate (and of the domain's daily warm-up
-    cap); call inside the accept transaction (a refusal must roll it back)."""
+    cap); call inside the accept transaction, whose commit credits a lease. A message
+    the rate refuses may leave its warm-up permit spent: stricter, never looser."""
     return _limits(tenant_id, domain, take=True)
 
 

@@ -75,8 +75,9 @@ class Quotas:
         return row is None or row[0] < limit
 
     def take(self, owner_id: int, limit: int) -> bool:
-        """Spend one permit; call inside the accept transaction (a refusal must roll
-        back what the message wrote; a lease is credited when the transaction commits)."""
+        """Spend one permit; call inside the accept transaction (a lease is credited
+        when it commits). A lease that crosses the limit gives back at once what it
+        could not grant, so a refusal leaves the counter as it was."""
         period = self.current_period()
         with self._lock:
             share = self._share(owner_id, limit, period)
@@ -86,8 +87,11 @@ class Quotas:
             if share.spent:
                 return False
         size = lease_size(limit)
-        handed_out = sql.fetch_one(self._lease_sql, [owner_id, self._db_period(period), size])[0]
+        db_period = self._db_period(period)
+        handed_out = sql.fetch_one(self._lease_sql, [owner_id, db_period, size])[0]
         granted = min(size, max(0, limit - (handed_out - size)))
+        if granted < size:  # at the limit: the counter keeps only what was handed out
+            sql.execute(self._give_back_sql, [size - granted, owner_id, db_period])
         if granted == 0:
             with self._lock:
                 share.spent = True  # true whether or not this transaction commits
@@ -114,6 +118,15 @@ class Quotas:
     def _read_sql(self) -> str:
         return (
             f"SELECT {sql.column(self.model, 'count')} FROM {sql.table(self.model)} "
+            f"WHERE {sql.column(self.model, self.owner)} = %s "
+            f"AND {sql.column(self.model, self.period)} = %s"
+        )
+
+    @cached_property
+    def _give_back_sql(self) -> str:
+        count = sql.column(self.model, "count")
+        return (
+            f"UPDATE {sql.table(self.model)} SET {count} = {count} - %s "
             f"WHERE {sql.column(self.model, self.owner)} = %s "
             f"AND {sql.column(self.model, self.period)} = %s"
         )

@@ -18,8 +18,9 @@ from delivery.accept import AcceptError, Sender, accept_message
 from delivery.credentials import create_api_key, create_smtp_credential, revoke
 from delivery.models import Message, Source
 from domains.models import Domain, DomainStatus, Tenant
+from reputation.gate import current_hour
 from reputation.models import SendCounter
-from reputation.quotas import lease_size
+from reputation.quotas import Quotas, lease_size
 from tests.conftest import platform_env
 from tests.peers.ports import free_port
 from tests.peers.processes import REPO_ROOT, ManagedProcess, manage_py
@@ -145,6 +146,24 @@ def test_leased_permits_never_pass_the_rate(verified_domain):
     assert (accepted, refused) == (250, 10)
     assert Message.objects.count() == 250
     assert SendCounter.objects.get().count == 250
+
+
+def test_leases_at_the_limit_leave_the_counter_at_what_was_handed_out(verified_domain):
+    """Two processes' leases cross the limit: one is granted part of its lease, the other
+    nothing; each gives back what it could not grant, so the hour's counter ends at the
+    limit exactly, however the refused messages' transactions end."""
+    tenant_id = verified_domain.tenant_id
+    first, second = (Quotas(SendCounter, "tenant", "hour", current_hour) for _ in range(2))
+    with CACHED:
+        assert lease_size(301) == 3
+        assert all(first.take(tenant_id, 301) for _ in range(299))  # 100 leases: 300 out
+        assert SendCounter.objects.get().count == 300
+        assert second.take(tenant_id, 301)  # a lease of 3 with 1 left: 1 granted
+        assert SendCounter.objects.get().count == 301
+        assert not second.take(tenant_id, 301)  # knows the hour is spent: no statement
+        assert first.take(tenant_id, 301)  # its last leased permit
+        assert not first.take(tenant_id, 301)  # a lease of 3 with none left
+    assert SendCounter.objects.get().count == 301
 
 
 @pytest.mark.peers
