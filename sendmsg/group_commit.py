@@ -6,8 +6,8 @@ listener that commits every message on its own spends most of its time waiting o
 disk. This thread takes its calls from a queue. Calls submitted with ``submit`` run as
 they come, outside any transaction (reads, AUTH); calls submitted with
 ``submit_grouped`` are gathered: all of them that are waiting run in one transaction,
-each in a savepoint of its own, then one commit makes them all durable. A call that
-raises has its savepoint rolled back and gets its exception; the others are unaffected.
+then one commit makes them all durable. Each such call undoes its own writes when it
+raises (they are one ``atomic`` block) and gets its exception; the others are unaffected.
 Calls submitted with ``submit_batched`` go further: the items waiting for the same batch
 function are handed to it in one call (the messages' rows in one INSERT per table).
 If the commit fails, every call of the group gets the exception and none is stored.
@@ -16,7 +16,6 @@ Each call's result is released only after the commit: a ``250`` still means stor
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -42,7 +41,6 @@ class _Call:
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
     grouped: bool = False
-    savepoint: bool = True
     batch: bool = False
 
 
@@ -58,15 +56,10 @@ class GroupCommitExecutor(Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         return self._put(_Call(Future(), fn, args, kwargs))
 
-    def submit_grouped(
-        self, fn: Callable[..., Any], /, *args: Any, savepoint: bool = True, **kwargs: Any
-    ) -> Future:
-        """Run ``fn`` in a transaction shared with the other grouped calls waiting now.
-
-        ``savepoint=False`` for a function that undoes its own writes when it raises (its
-        writes are one ``atomic`` block): a savepoint of the group's around it would only
-        cost two more statements."""
-        return self._put(_Call(Future(), fn, args, kwargs, grouped=True, savepoint=savepoint))
+    def submit_grouped(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn`` in a transaction shared with the other grouped calls waiting now;
+        ``fn`` undoes its own writes when it raises (its writes are one ``atomic`` block)."""
+        return self._put(_Call(Future(), fn, args, kwargs, grouped=True))
 
     def submit_batched(self, fn: Callable[[list], list], item: Any) -> Future:
         """Have ``fn([item, ...])`` run once for every item submitted to ``fn`` that waits
@@ -136,8 +129,7 @@ def _commit_group(group: list[_Call]) -> None:
                     batches.setdefault(call.fn, []).append(call)
                     continue
                 try:
-                    with transaction.atomic() if call.savepoint else contextlib.nullcontext():
-                        outcomes.append((call, True, call.fn(*call.args, **call.kwargs)))
+                    outcomes.append((call, True, call.fn(*call.args, **call.kwargs)))
                 except Exception as exc:
                     outcomes.append((call, False, exc))
             for fn, calls in batches.items():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import functools
 import logging
 import os
 import signal
@@ -101,7 +100,7 @@ async def serve(
     if settings.SENDMSG_BROKER == "orm":
         # A wake-up is then a row in the database: it rides along with the messages'
         # commit. On Redis the waker's own thread pushes it, outside any transaction.
-        wake.enqueue_through(functools.partial(commit_executor().submit_grouped, savepoint=False))
+        wake.enqueue_through(commit_executor().submit_grouped)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
